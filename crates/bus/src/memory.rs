@@ -1,0 +1,339 @@
+//! The in-process broker of the embedded mode. Same contract as RabbitMQ: topic bindings,
+//! competing consumers, prefetch, requeue, dead letters, delivery limits and request/reply.
+//! Nothing survives the process, which is the embedded mode's trade-off.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::message::{Replies, Settler as AnySettler};
+use crate::{
+    Delivery, Destination, Error, Exchange, Limits, Message, PendingReply, QueueKind, Subscription,
+};
+use disco_proto::route::DEAD_LETTER_EXCHANGE;
+
+/// The reply address of every request in this process.
+const REPLY_ADDRESS: &str = "memory.reply";
+
+pub(crate) struct Broker {
+    state: Mutex<State>,
+    replies: Arc<Replies>,
+    limits: Limits,
+    closed: CancellationToken,
+    next_private: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<String, Arc<Queue>>,
+    /// (exchange, pattern, queue name)
+    bindings: Vec<(Exchange, String, String)>,
+}
+
+struct Queue {
+    name: String,
+    ready: Mutex<VecDeque<Stored>>,
+    /// Signalled whenever a consumer may be able to take something: a message arrived, or a
+    /// consumer settled one and has room under its prefetch again.
+    changed: Notify,
+}
+
+#[derive(Clone)]
+struct Stored {
+    message: Message,
+    routing_key: String,
+    delivery_count: u32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves the data consistent, so a panic elsewhere while the
+    // lock was held does not make it unusable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Queue {
+    fn new(name: String) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            ready: Mutex::new(VecDeque::new()),
+            changed: Notify::new(),
+        })
+    }
+
+    fn push_back(&self, stored: Stored) {
+        lock(&self.ready).push_back(stored);
+        self.changed.notify_waiters();
+    }
+
+    fn push_front(&self, stored: Stored) {
+        lock(&self.ready).push_front(stored);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Broker {
+    pub(crate) fn new(limits: Limits) -> Self {
+        let broker = Self {
+            state: Mutex::default(),
+            replies: Replies::new(),
+            limits,
+            closed: CancellationToken::new(),
+            next_private: AtomicU64::new(0),
+        };
+        broker.queue(DEAD_LETTER_EXCHANGE);
+        lock(&broker.state).bindings.push((
+            Exchange::DeadLetters,
+            "#".to_owned(),
+            DEAD_LETTER_EXCHANGE.to_owned(),
+        ));
+        broker
+    }
+
+    /// The queues whose bindings on `exchange` match `key`, each once.
+    fn bound(&self, exchange: Exchange, key: &str) -> Vec<Arc<Queue>> {
+        let state = lock(&self.state);
+        let mut names: Vec<&String> = state
+            .bindings
+            .iter()
+            .filter(|(on, pattern, _)| *on == exchange && crate::topic::matches(pattern, key))
+            .map(|(_, _, queue)| queue)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|name| state.queues.get(name).cloned())
+            .collect()
+    }
+
+    fn queue(&self, name: &str) -> Arc<Queue> {
+        let mut state = lock(&self.state);
+        Arc::clone(
+            state
+                .queues
+                .entry(name.to_owned())
+                .or_insert_with(|| Queue::new(name.to_owned())),
+        )
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    pub(crate) fn publish(&self, destination: &Destination, message: Message) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        match destination {
+            Destination::Event(key) => {
+                let targets = self.bound(Exchange::Events, key);
+                if targets.is_empty() {
+                    return Err(Error::Unroutable(key.clone()));
+                }
+                for queue in targets {
+                    queue.push_back(Stored {
+                        message: message.clone(),
+                        routing_key: key.clone(),
+                        delivery_count: 0,
+                    });
+                }
+            }
+            Destination::Queue(name) => self.queue(name).push_back(Stored {
+                message,
+                routing_key: name.clone(),
+                delivery_count: 0,
+            }),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn request(
+        &self,
+        destination: &Destination,
+        mut message: Message,
+    ) -> Result<PendingReply, Error> {
+        let (id, pending) = self.replies.register();
+        message.correlation_id = Some(id);
+        message.reply_to = Some(REPLY_ADDRESS.to_owned());
+        self.publish(destination, message)?;
+        Ok(pending)
+    }
+
+    pub(crate) fn subscribe(self: &Arc<Self>, subscription: Subscription) -> Consumer {
+        let (name, private) = match subscription.queue {
+            QueueKind::Shared(name) => (name, false),
+            QueueKind::Private => {
+                let n = self.next_private.fetch_add(1, Ordering::Relaxed);
+                (format!("memory.private.{n}"), true)
+            }
+        };
+        let queue = self.queue(&name);
+        {
+            let mut state = lock(&self.state);
+            for binding in subscription.bindings {
+                let binding = (binding.exchange, binding.pattern, name.clone());
+                if !state.bindings.contains(&binding) {
+                    state.bindings.push(binding);
+                }
+            }
+        }
+        Consumer {
+            broker: Arc::clone(self),
+            queue,
+            prefetch: usize::from(subscription.prefetch.max(1)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            private,
+        }
+    }
+
+    pub(crate) fn delete_queue(&self, name: &str) {
+        let mut state = lock(&self.state);
+        state.queues.remove(name);
+        state.bindings.retain(|(_, _, queue)| queue != name);
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+        self.replies.fail_all();
+    }
+
+    /// Routes a dead letter by the name of the queue it came from.
+    fn dead_letter(&self, message: Message, origin_queue: &str) {
+        for queue in self.bound(Exchange::DeadLetters, origin_queue) {
+            queue.push_back(Stored {
+                message: message.clone(),
+                routing_key: origin_queue.to_owned(),
+                delivery_count: 0,
+            });
+        }
+    }
+}
+
+pub(crate) struct Consumer {
+    broker: Arc<Broker>,
+    queue: Arc<Queue>,
+    prefetch: usize,
+    in_flight: Arc<AtomicUsize>,
+    private: bool,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("memory::Consumer")
+            .field("queue", &self.queue.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            let changed = self.queue.changed.notified();
+            tokio::pin!(changed);
+            // Register for a wake-up before looking, so a push between the look and the wait
+            // is not missed.
+            changed.as_mut().enable();
+            if self.broker.is_closed() {
+                return None;
+            }
+            if self.in_flight.load(Ordering::Acquire) < self.prefetch {
+                let taken = lock(&self.queue.ready).pop_front();
+                if let Some(stored) = taken {
+                    if stored.delivery_count >= self.broker.limits.max_deliveries {
+                        let reason = format!(
+                            "delivered {} times without being settled",
+                            stored.delivery_count
+                        );
+                        let dead = crate::message::dead_message(
+                            &stored.message,
+                            &reason,
+                            &self.queue.name,
+                            &stored.routing_key,
+                        );
+                        self.broker.dead_letter(dead, &self.queue.name);
+                        continue;
+                    }
+                    self.in_flight.fetch_add(1, Ordering::AcqRel);
+                    return Some(Delivery::new(
+                        stored.message.clone(),
+                        stored.routing_key.clone(),
+                        self.queue.name.clone(),
+                        stored.delivery_count,
+                        AnySettler::Memory(Settler {
+                            broker: Arc::clone(&self.broker),
+                            queue: Arc::clone(&self.queue),
+                            in_flight: Arc::clone(&self.in_flight),
+                            stored,
+                        }),
+                    ));
+                }
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = self.broker.closed.cancelled() => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.private {
+            self.broker.delete_queue(&self.queue.name);
+        }
+    }
+}
+
+/// Settles one in-memory delivery.
+pub(crate) struct Settler {
+    broker: Arc<Broker>,
+    queue: Arc<Queue>,
+    in_flight: Arc<AtomicUsize>,
+    stored: Stored,
+}
+
+impl fmt::Debug for Settler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("memory::Settler")
+            .field("queue", &self.queue.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settler {
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.queue.changed.notify_waiters();
+    }
+
+    pub(crate) fn ack(self) {
+        self.release();
+    }
+
+    pub(crate) fn requeue(mut self) {
+        self.stored.delivery_count += 1;
+        self.queue.push_front(self.stored.clone());
+        self.release();
+    }
+
+    pub(crate) fn dead_letter(self, dead: Message) {
+        self.broker.dead_letter(dead, &self.queue.name);
+        self.release();
+    }
+
+    pub(crate) fn reply(&self, reply_to: &str, answer: Message) -> Result<(), Error> {
+        if reply_to == REPLY_ADDRESS {
+            // An answer nobody waits for any more (the requester gave up) is dropped, as
+            // RabbitMQ drops a reply to a requester that went away.
+            self.broker.replies.resolve(answer);
+            Ok(())
+        } else {
+            self.broker
+                .publish(&Destination::Queue(reply_to.to_owned()), answer)
+        }
+    }
+}

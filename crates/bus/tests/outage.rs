@@ -1,0 +1,157 @@
+//! RabbitMQ closes the bus's connection in the middle of a stream: publishing and consuming go on
+//! and nothing is lost. Uses the real broker and `rabbitmqctl`, closing this test's connection
+//! only (found by its connection name), so tests running beside it are not disturbed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use bus::{Bus, Destination, Message, RabbitConfig, Subscription};
+use disco_proto::Secret;
+
+const MESSAGES: usize = 20_000;
+
+fn amqp_url() -> String {
+    std::env::var("DISCO_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Closes every broker connection whose client-provided name is `name`; returns how many.
+fn close_connections_named(name: &str) -> usize {
+    let listed = Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut closed = 0;
+    for line in listed.lines().filter(|line| line.contains(name)) {
+        let pid = line.split_whitespace().next().expect("a pid column");
+        let status = Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "outage test"])
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success());
+        closed += 1;
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_survives_its_connection_being_closed() {
+    let name = format!("outage-{}", std::process::id());
+    let config = RabbitConfig::new(Secret::new(amqp_url()), name.clone()).unwrap();
+    let bus = Bus::rabbitmq(config).await.expect("RabbitMQ answers");
+    let queue = format!("test.{name}.stream");
+    let event = format!("OUTAGE_{}", std::process::id());
+
+    let mut consumer = bus
+        .subscribe(
+            Subscription::shared(&queue)
+                .bind(format!("{event}.*"))
+                .prefetch(100),
+        )
+        .await
+        .unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let consuming = tokio::spawn(async move {
+        while let Some(delivery) = consumer.next().await {
+            let id = String::from_utf8(delivery.message.body.to_vec()).unwrap();
+            // An ack lost with the connection is fine: the broker redelivers the message.
+            let _ = delivery.ack().await;
+            if seen_tx.send(id).is_err() {
+                break;
+            }
+        }
+    });
+
+    let publisher = bus.clone();
+    let kill_name = name.clone();
+    let publishing = tokio::spawn(async move {
+        // Sixteen publishes in flight at a time, each waiting for its confirm. A third of the
+        // way through, the broker closes the connection under them.
+        let mut ids = (0..MESSAGES).map(|n| n.to_string());
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut confirmed = 0;
+        let mut closing = None;
+        let mut confirmed_when_closed = None;
+        loop {
+            while in_flight.len() < 16 {
+                let Some(id) = ids.next() else { break };
+                let bus = publisher.clone();
+                let key = format!("{event}.0");
+                in_flight.spawn(async move {
+                    bus.publish(Destination::Event(key), Message::new(id)).await
+                });
+            }
+            match in_flight.join_next().await {
+                Some(result) => result.unwrap().unwrap(),
+                None => break,
+            }
+            confirmed += 1;
+            if confirmed_when_closed.is_none()
+                && closing
+                    .as_ref()
+                    .is_some_and(tokio::task::JoinHandle::is_finished)
+            {
+                confirmed_when_closed = Some(confirmed);
+            }
+            if confirmed == MESSAGES / 5 {
+                // Publishing goes on while rabbitmqctl does its work.
+                let name = kill_name.clone();
+                closing = Some(tokio::task::spawn_blocking(move || {
+                    close_connections_named(&name)
+                }));
+            }
+        }
+        let closed = closing.expect("the connection was closed").await.unwrap();
+        (closed, confirmed_when_closed)
+    });
+
+    let mut seen = BTreeSet::new();
+    let mut deliveries = 0;
+    while seen.len() < MESSAGES {
+        let id = tokio::time::timeout(Duration::from_secs(30), seen_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("stalled after {} of {MESSAGES} messages", seen.len()))
+            .unwrap();
+        deliveries += 1;
+        seen.insert(id);
+    }
+    let (closed, confirmed_when_closed) = publishing.await.unwrap();
+    assert!(
+        closed >= 1,
+        "the test closed no connection: is its name listed?"
+    );
+    assert!(
+        confirmed_when_closed.is_some_and(|n| n < MESSAGES),
+        "the connection closed mid-stream ({confirmed_when_closed:?} of {MESSAGES} published)"
+    );
+    assert_eq!(seen.len(), MESSAGES, "every message arrived");
+    let reconnected = async {
+        while !bus.is_connected() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reconnected)
+        .await
+        .expect("the bus reconnected");
+    // Redeliveries of messages whose ack was lost are expected; they are few.
+    eprintln!("{deliveries} deliveries for {MESSAGES} messages");
+
+    consuming.abort();
+    bus.delete_queue(&queue).await.unwrap();
+    bus.close().await;
+}
