@@ -15,6 +15,7 @@ pub mod v1 {
 pub mod route;
 mod secret;
 
+pub use bytes;
 pub use prost::Message;
 pub use secret::Secret;
 

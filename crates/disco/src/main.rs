@@ -1,1 +1,208 @@
-fn main() {}
+//! The one Disco binary: `disco <role>` runs one role on RabbitMQ, `disco up` (the default)
+//! runs every role in one process on the in-memory bus.
+//!
+//! # Map
+//! - `settings`: flags and environment, checked before anything starts.
+//! - `telemetry`: logs, and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! - `tail`: `disco tail`, the bus as it flows.
+//!
+//! Only this crate reads arguments and the environment and handles signals; the roles are
+//! libraries it composes.
+
+mod settings;
+mod tail;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bus::Bus;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use settings::{Cli, Command, SettingsError};
+
+/// Exit code for a configuration problem (clap uses it for bad arguments too).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(problem) = telemetry::init_logs(&cli.telemetry) {
+        eprintln!("error: {problem}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // lapin and songbird both bring rustls; exactly one crypto provider must be chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(problem)) => {
+            eprintln!("error: {problem}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Runtime(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    /// A setting is missing or wrong: the message says which.
+    Config(String),
+    /// Something failed while running.
+    Runtime(anyhow::Error),
+}
+
+impl From<SettingsError> for Failure {
+    fn from(error: SettingsError) -> Self {
+        Self::Config(error.to_string())
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Runtime(error)
+    }
+}
+
+/// The roles, in start order; they stop in reverse.
+const ROLES: [(&str, u32); 4] = [
+    (gateway_shard::ROLE, 4),
+    (command_worker::ROLE, 5),
+    (voice_node::ROLE, 7),
+    (interactions_ingress::ROLE, 6),
+];
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    match cli.command.as_ref().unwrap_or(&Command::Up) {
+        Command::Up => {
+            let discord = cli.discord.validate().map_err(|error| match error {
+                SettingsError::Missing(missing) => Failure::Config(format!(
+                    "{missing}\n\n\
+                     `disco up` serves a real Discord application, so it needs DISCORD_TOKEN,\n\
+                     DISCO_APPLICATION_ID and DISCO_PUBLIC_KEY from the application's page in\n\
+                     Discord's developer portal. Without one, Disco's own Discord simulator will let\n\
+                     you try everything offline with `disco demo` (not built yet: issues #3 and #9)."
+                )),
+                invalid => invalid.into(),
+            })?;
+            tracing::debug!(?discord, "settings checked");
+            let bus = Bus::in_memory(bus::Limits::default());
+            run_roles(&ROLES, &bus, &cli, shutdown).await
+        }
+        Command::GatewayShard => one_role(0, &cli, shutdown).await,
+        Command::CommandWorker => one_role(1, &cli, shutdown).await,
+        Command::VoiceNode => one_role(2, &cli, shutdown).await,
+        Command::InteractionsIngress => one_role(3, &cli, shutdown).await,
+        Command::Tail(args) => {
+            let rabbit = cli
+                .bus
+                .rabbit("disco-tail")
+                .map_err(|e| Failure::Config(e.to_string()))?;
+            let bus = Bus::rabbitmq(rabbit)
+                .await
+                .context("cannot reach RabbitMQ")?;
+            let result = tail::run(&bus, args, shutdown).await;
+            bus.close().await;
+            Ok(result?)
+        }
+    }
+}
+
+async fn one_role(index: usize, cli: &Cli, shutdown: CancellationToken) -> Result<(), Failure> {
+    let role = ROLES[index];
+    let discord = cli.discord.validate()?;
+    tracing::debug!(?discord, "settings checked");
+    let rabbit = cli
+        .bus
+        .rabbit(role.0)
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    let bus = Bus::rabbitmq(rabbit)
+        .await
+        .context("cannot reach RabbitMQ")?;
+    let result = run_roles(&[role], &bus, cli, shutdown).await;
+    bus.close().await;
+    result
+}
+
+/// Serves the admin endpoints and runs the roles until shutdown.
+async fn run_roles(
+    roles: &[(&str, u32)],
+    bus: &Bus,
+    cli: &Cli,
+    shutdown: CancellationToken,
+) -> Result<(), Failure> {
+    let names: Vec<&str> = roles.iter().map(|(name, _)| *name).collect();
+    let mut admin = telemetry::Admin::new(&names.join(","));
+    admin.ready_when("bus", {
+        let bus = bus.clone();
+        move || bus.is_connected()
+    });
+    let listener = tokio::net::TcpListener::bind(cli.telemetry.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (DISCO_METRICS_LISTEN)",
+                cli.telemetry.metrics_listen
+            )
+        })?;
+    tracing::info!(address = %cli.telemetry.metrics_listen, "serving /metrics, /healthz and /readyz");
+    let admin_stop = CancellationToken::new();
+    let server = tokio::spawn(telemetry::serve(listener, admin, admin_stop.clone()));
+
+    // No role is built yet: say so plainly rather than pretend to run.
+    let missing: Vec<String> = roles
+        .iter()
+        .map(|(name, issue)| format!("{name} (issue #{issue})"))
+        .collect();
+    let result = if missing.is_empty() {
+        shutdown.cancelled().await;
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "not built yet: {}; settings and the bus are fine",
+            missing.join(", ")
+        )))
+    };
+
+    admin_stop.cancel();
+    server
+        .await
+        .context("admin server panicked")?
+        .context("admin server failed")?;
+    result
+}
+
+/// First SIGINT or SIGTERM: shut down in order. Second: leave now.
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM");
+                return;
+            }
+        };
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        if round == 0 {
+            tracing::info!("shutting down (signal again to force)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("forced exit");
+            std::process::exit(130);
+        }
+    }
+}

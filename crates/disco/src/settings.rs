@@ -1,0 +1,388 @@
+//! Command line and environment. Flags win over their `DISCO_*` (or `DISCORD_TOKEN`) variables,
+//! which win over defaults. Secrets are read as plain strings and checked here, so no parse
+//! error ever repeats them, and `--help` never shows their values.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use disco_proto::Secret;
+use url::Url;
+
+/// Disco runs Discord bots as services: shards, workers, voice nodes and an interactions
+/// webhook, connected through RabbitMQ, or all in one process.
+#[derive(Debug, Parser)]
+#[command(name = "disco", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) discord: DiscordArgs,
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    #[command(flatten)]
+    pub(crate) telemetry: TelemetryArgs,
+}
+
+// Variants are named after the roles, and one role is the command worker.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Every role in one process on the in-memory bus (the default).
+    Up,
+    /// Discord shards: publish every dispatch to RabbitMQ.
+    GatewayShard,
+    /// Run commands from RabbitMQ and reply through Discord's REST API.
+    CommandWorker,
+    /// Voice calls for the guilds of a range of shards.
+    VoiceNode,
+    /// Discord's HTTP interactions webhook.
+    InteractionsIngress,
+    /// Print the messages that cross RabbitMQ, as they cross it.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiscordArgs {
+    /// The bot token from the developer portal (without the "Bot " prefix).
+    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true, global = true)]
+    pub(crate) token: Option<String>,
+    /// The application id.
+    #[arg(long, env = "DISCO_APPLICATION_ID", global = true)]
+    pub(crate) application_id: Option<String>,
+    /// The application's public key, 64 hexadecimal characters: it signs interactions.
+    #[arg(long, env = "DISCO_PUBLIC_KEY", global = true)]
+    pub(crate) public_key: Option<String>,
+    /// Discord's REST base URL.
+    #[arg(
+        long,
+        env = "DISCO_DISCORD_API_URL",
+        default_value = "https://discord.com",
+        global = true
+    )]
+    pub(crate) discord_api_url: String,
+    /// Discord's gateway URL; by default the one `GET /gateway/bot` names.
+    #[arg(long, env = "DISCO_DISCORD_GATEWAY_URL", global = true)]
+    pub(crate) discord_gateway_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BusArgs {
+    /// RabbitMQ, for the roles run one per process.
+    #[arg(
+        long,
+        env = "DISCO_AMQP_URL",
+        hide_env_values = true,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        global = true
+    )]
+    pub(crate) amqp_url: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TelemetryArgs {
+    /// Log format: `pretty` for people, `json` for log collectors.
+    #[arg(
+        long,
+        env = "DISCO_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Pretty,
+        global = true
+    )]
+    pub(crate) log_format: LogFormat,
+    /// Which logs to show, as a tracing filter (`info`, `disco=debug,lapin=warn`).
+    #[arg(long, env = "DISCO_LOG", default_value = "info", global = true)]
+    pub(crate) log: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(
+        long,
+        env = "DISCO_METRICS_LISTEN",
+        default_value = "127.0.0.1:9100",
+        global = true
+    )]
+    pub(crate) metrics_listen: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Event patterns to watch (`MESSAGE_CREATE.*`, `#` for everything).
+    #[arg(default_value = "#")]
+    pub(crate) patterns: Vec<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+}
+
+/// A setting with a value that cannot be used. Names the setting as the user knows it; never
+/// repeats a secret's value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {env} (--{flag}): {problem}")]
+pub(crate) struct Invalid {
+    env: &'static str,
+    flag: &'static str,
+    problem: String,
+}
+
+/// A setting the command needs and nobody gave.
+#[derive(Debug, thiserror::Error)]
+#[error("missing {env} (--{flag})")]
+pub(crate) struct Missing {
+    pub(crate) env: &'static str,
+    pub(crate) flag: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SettingsError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Missing(#[from] Missing),
+}
+
+fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) -> Invalid {
+    Invalid {
+        env,
+        flag,
+        problem: problem.into(),
+    }
+}
+
+/// What the Discord-facing roles need, checked.
+#[derive(Debug)]
+#[expect(
+    dead_code,
+    reason = "the roles read these as they are built (issues #4 to #7)"
+)]
+pub(crate) struct Discord {
+    pub(crate) token: Secret,
+    pub(crate) application_id: u64,
+    pub(crate) public_key: interactions_ingress::PublicKey,
+    pub(crate) api_url: Url,
+    pub(crate) gateway_url: Option<Url>,
+}
+
+impl DiscordArgs {
+    /// Checks every Discord setting; the first problem found is returned.
+    pub(crate) fn validate(&self) -> Result<Discord, SettingsError> {
+        let token = self.token.as_deref().ok_or(Missing {
+            env: "DISCORD_TOKEN",
+            flag: "token",
+        })?;
+        let token = bot_token(token)?;
+        let application_id = self.application_id.as_deref().ok_or(Missing {
+            env: "DISCO_APPLICATION_ID",
+            flag: "application-id",
+        })?;
+        let application_id = snowflake(application_id).ok_or_else(|| {
+            invalid(
+                "DISCO_APPLICATION_ID",
+                "application-id",
+                "expected a Discord id (a positive integer)",
+            )
+        })?;
+        let public_key = self.public_key.as_deref().ok_or(Missing {
+            env: "DISCO_PUBLIC_KEY",
+            flag: "public-key",
+        })?;
+        let public_key = interactions_ingress::PublicKey::from_hex(public_key)
+            .map_err(|problem| invalid("DISCO_PUBLIC_KEY", "public-key", problem.to_string()))?;
+        let api_url = url_with_scheme(&self.discord_api_url, &["http", "https"])
+            .map_err(|problem| invalid("DISCO_DISCORD_API_URL", "discord-api-url", problem))?;
+        let gateway_url = self
+            .discord_gateway_url
+            .as_deref()
+            .map(|url| url_with_scheme(url, &["ws", "wss"]))
+            .transpose()
+            .map_err(|problem| {
+                invalid("DISCO_DISCORD_GATEWAY_URL", "discord-gateway-url", problem)
+            })?;
+        Ok(Discord {
+            token,
+            application_id,
+            public_key,
+            api_url,
+            gateway_url,
+        })
+    }
+}
+
+impl BusArgs {
+    pub(crate) fn rabbit(&self, connection_name: &str) -> Result<bus::RabbitConfig, Invalid> {
+        bus::RabbitConfig::new(Secret::new(self.amqp_url.as_str()), connection_name)
+            .map_err(|problem| invalid("DISCO_AMQP_URL", "amqp-url", problem.to_string()))
+    }
+}
+
+/// A bot token: three dot-separated base64url parts. Checked for shape only; Discord decides
+/// whether it is valid. The token is never part of the error.
+fn bot_token(token: &str) -> Result<Secret, Invalid> {
+    let problem = |what: &str| invalid("DISCORD_TOKEN", "token", what);
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(problem("it is empty"));
+    }
+    if token.starts_with("Bot ") || token.starts_with("Bearer ") {
+        return Err(problem("give the token alone, without the \"Bot \" prefix"));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let base64url = |part: &&str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if parts.len() != 3 || !parts.iter().all(base64url) {
+        return Err(problem(
+            "expected a bot token: three dot-separated parts of letters, digits, '-' and '_'",
+        ));
+    }
+    Ok(Secret::new(token))
+}
+
+fn snowflake(text: &str) -> Option<u64> {
+    text.trim().parse().ok().filter(|id| *id > 0)
+}
+
+fn url_with_scheme(text: &str, schemes: &[&str]) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|error| format!("not a URL ({error})"))?;
+    if schemes.contains(&url.scheme()) {
+        Ok(url)
+    } else {
+        Err(format!("expected a {} URL", schemes.join(" or ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GhJkLm.abcdefghijklmnopqrstuvwxyz0123456789_-";
+    const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn args(
+        token: Option<&str>,
+        application_id: Option<&str>,
+        public_key: Option<&str>,
+    ) -> DiscordArgs {
+        DiscordArgs {
+            token: token.map(str::to_owned),
+            application_id: application_id.map(str::to_owned),
+            public_key: public_key.map(str::to_owned),
+            discord_api_url: "https://discord.com".to_owned(),
+            discord_gateway_url: None,
+        }
+    }
+
+    #[test]
+    fn valid_discord_settings_pass() {
+        let discord = args(Some(TOKEN), Some("123"), Some(KEY))
+            .validate()
+            .expect("valid");
+        assert_eq!(discord.application_id, 123);
+        assert_eq!(discord.token.expose(), TOKEN);
+        assert!(
+            !format!("{discord:?}").contains(TOKEN),
+            "Debug hides the token"
+        );
+    }
+
+    /// Each bad value is refused with the name of its setting, and never with the token.
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let rows: Vec<(DiscordArgs, &str)> = vec![
+            (
+                args(None, Some("1"), Some(KEY)),
+                "missing DISCORD_TOKEN (--token)",
+            ),
+            (
+                args(Some(""), Some("1"), Some(KEY)),
+                "invalid DISCORD_TOKEN (--token): it is empty",
+            ),
+            (
+                args(Some("Bot a.b.c"), Some("1"), Some(KEY)),
+                "invalid DISCORD_TOKEN (--token): give the token alone",
+            ),
+            (
+                args(Some("not-a-token"), Some("1"), Some(KEY)),
+                "invalid DISCORD_TOKEN (--token): expected a bot token",
+            ),
+            (
+                args(Some("a.b.c d"), Some("1"), Some(KEY)),
+                "invalid DISCORD_TOKEN (--token): expected a bot token",
+            ),
+            (
+                args(Some(TOKEN), None, Some(KEY)),
+                "missing DISCO_APPLICATION_ID",
+            ),
+            (
+                args(Some(TOKEN), Some("abc"), Some(KEY)),
+                "invalid DISCO_APPLICATION_ID (--application-id)",
+            ),
+            (
+                args(Some(TOKEN), Some("0"), Some(KEY)),
+                "invalid DISCO_APPLICATION_ID (--application-id)",
+            ),
+            (
+                args(Some(TOKEN), Some("1"), None),
+                "missing DISCO_PUBLIC_KEY (--public-key)",
+            ),
+            (
+                args(Some(TOKEN), Some("1"), Some("abcd")),
+                "invalid DISCO_PUBLIC_KEY (--public-key): expected 64 hexadecimal characters",
+            ),
+        ];
+        for (args, want) in rows {
+            let error = args.validate().expect_err(want).to_string();
+            assert!(
+                error.starts_with(want),
+                "{error:?} should start with {want:?}"
+            );
+            assert!(!error.contains("GhJkLm"), "the token leaked: {error}");
+        }
+        let mut bad_url = args(Some(TOKEN), Some("1"), Some(KEY));
+        bad_url.discord_gateway_url = Some("http://example.com".to_owned());
+        let error = bad_url.validate().expect_err("ws only").to_string();
+        assert_eq!(
+            error,
+            "invalid DISCO_DISCORD_GATEWAY_URL (--discord-gateway-url): expected a ws or wss URL"
+        );
+    }
+
+    #[test]
+    fn amqp_url_is_checked_without_echoing_it() {
+        for url in [
+            "http://guest:s3cret@host",
+            "amqp://guest:s3cret@host:notaport",
+            "s3cret",
+        ] {
+            let error = BusArgs {
+                amqp_url: url.to_owned(),
+            }
+            .rabbit("test")
+            .expect_err(url)
+            .to_string();
+            assert!(
+                error.starts_with("invalid DISCO_AMQP_URL (--amqp-url)"),
+                "{error}"
+            );
+            assert!(!error.contains("s3cret"), "the password leaked: {error}");
+        }
+        let config = BusArgs {
+            amqp_url: "amqp://guest:s3cret@127.0.0.1:5672/%2f".to_owned(),
+        }
+        .rabbit("test")
+        .expect("valid");
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,32 @@
+# Disco's everyday commands. Each recipe runs what CI runs.
+
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") / ".cache/disco-target")
+
+# List the recipes.
+default:
+    @just --list
+
+# Run disco (default `up`: every role, one process, in-memory bus). `just run command-worker`
+run *ARGS:
+    scripts/run {{ARGS}}
+
+# Every test, as CI runs them.
+test *ARGS:
+    scripts/test {{ARGS}}
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# The whole CI run.
+ci:
+    .ci/run
+
+# Watch what crosses RabbitMQ. `just tail 'MESSAGE_CREATE.*'`
+tail *PATTERNS:
+    scripts/run tail {{PATTERNS}}
