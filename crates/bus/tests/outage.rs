@@ -90,10 +90,11 @@ async fn stream_survives_its_connection_being_closed() {
         let mut closing: Option<tokio::task::JoinHandle<usize>> = None;
         let mut closed = 0;
         loop {
-            if confirmed >= MESSAGES / 2 && in_flight.is_empty() {
-                if let Some(handle) = closing.take() {
-                    closed = handle.await.unwrap();
-                }
+            if confirmed >= MESSAGES / 2
+                && in_flight.is_empty()
+                && let Some(handle) = closing.take()
+            {
+                closed = handle.await.unwrap();
             }
             while in_flight.len() < 16 && (closing.is_none() || confirmed < MESSAGES / 2) {
                 let Some(id) = ids.next() else { break };
