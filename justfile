@@ -30,3 +30,11 @@ ci:
 # Watch what crosses RabbitMQ. `just tail 'MESSAGE_CREATE.*'`
 tail *PATTERNS:
     scripts/run tail {{PATTERNS}}
+
+# The Discord simulator alone. `just sim --interactions-url http://127.0.0.1:8080/interactions`
+sim *ARGS:
+    scripts/run sim {{ARGS}}
+
+# Simulator throughput: MESSAGE_CREATE dispatches per second to one shard.
+bench-sim:
+    cargo bench --locked -p discord-sim --bench dispatch

@@ -242,6 +242,25 @@ impl Bus {
         }
     }
 
+    /// Takes the next message of a shared queue if it has one now, without waiting.
+    pub async fn get(&self, queue: &str) -> Result<Option<Delivery>, Error> {
+        match &self.transport {
+            Transport::Memory(broker) => broker.get(queue),
+            Transport::Rabbit(broker) => broker.get(queue).await,
+        }
+    }
+
+    /// Waits for, then holds, the lock `name`, shared by every process on the bus (on
+    /// RabbitMQ: the one exclusive consumer of a queue). Dropping the [`Lock`] releases it; so
+    /// does the holder's death, or the loss of its broker connection.
+    pub async fn lock(&self, name: &str) -> Result<Lock, Error> {
+        let inner = match &self.transport {
+            Transport::Memory(broker) => LockInner::Memory(broker.lock(name).await?),
+            Transport::Rabbit(broker) => LockInner::Rabbit(Box::new(broker.lock(name).await?)),
+        };
+        Ok(Lock { _inner: inner })
+    }
+
     /// Deletes a shared queue and what it holds (tools and tests).
     pub async fn delete_queue(&self, name: &str) -> Result<(), Error> {
         match &self.transport {
@@ -260,6 +279,19 @@ impl Bus {
             Transport::Rabbit(broker) => broker.close().await,
         }
     }
+}
+
+/// A held lock; see [`Bus::lock`].
+#[derive(Debug)]
+pub struct Lock {
+    _inner: LockInner,
+}
+
+#[derive(Debug)]
+enum LockInner {
+    Memory(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>),
+    /// Dropping the channel's last handle closes it, which ends the exclusive consumer.
+    Rabbit(#[allow(dead_code)] Box<(lapin::Channel, lapin::Consumer)>),
 }
 
 /// A stream of deliveries from one [`Subscription`].

@@ -25,6 +25,7 @@ pub(crate) struct Broker {
     limits: Limits,
     closed: CancellationToken,
     next_private: AtomicU64,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -83,6 +84,7 @@ impl Broker {
             limits,
             closed: CancellationToken::new(),
             next_private: AtomicU64::new(0),
+            locks: Mutex::default(),
         };
         broker.queue(DEAD_LETTER_EXCHANGE);
         lock(&broker.state).bindings.push((
@@ -190,6 +192,27 @@ impl Broker {
         }
     }
 
+    /// The next message of a shared queue, if it has one now.
+    pub(crate) fn get(self: &Arc<Self>, name: &str) -> Result<Option<Delivery>, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let queue = self.queue(name);
+        Ok(take(self, &queue, &Arc::new(AtomicUsize::new(0))))
+    }
+
+    /// Holds the lock `name` until the returned guard is dropped.
+    pub(crate) async fn lock(&self, name: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, Error> {
+        let mutex = {
+            let mut locks = lock(&self.locks);
+            Arc::clone(locks.entry(name.to_owned()).or_default())
+        };
+        tokio::select! {
+            guard = mutex.lock_owned() => Ok(guard),
+            () = self.closed.cancelled() => Err(Error::Closed),
+        }
+    }
+
     pub(crate) fn delete_queue(&self, name: &str) {
         let mut state = lock(&self.state);
         state.queues.remove(name);
@@ -240,43 +263,54 @@ impl Consumer {
             if self.broker.is_closed() {
                 return None;
             }
-            if self.in_flight.load(Ordering::Acquire) < self.prefetch {
-                let taken = lock(&self.queue.ready).pop_front();
-                if let Some(stored) = taken {
-                    if stored.delivery_count >= self.broker.limits.max_deliveries {
-                        let reason = format!(
-                            "delivered {} times without being settled",
-                            stored.delivery_count
-                        );
-                        let dead = crate::message::dead_message(
-                            &stored.message,
-                            &reason,
-                            &self.queue.name,
-                            &stored.routing_key,
-                        );
-                        self.broker.dead_letter(dead, &self.queue.name);
-                        continue;
-                    }
-                    self.in_flight.fetch_add(1, Ordering::AcqRel);
-                    return Some(Delivery::new(
-                        stored.message.clone(),
-                        stored.routing_key.clone(),
-                        self.queue.name.clone(),
-                        stored.delivery_count,
-                        AnySettler::Memory(Settler {
-                            broker: Arc::clone(&self.broker),
-                            queue: Arc::clone(&self.queue),
-                            in_flight: Arc::clone(&self.in_flight),
-                            stored,
-                        }),
-                    ));
-                }
+            if self.in_flight.load(Ordering::Acquire) < self.prefetch
+                && let Some(delivery) = take(&self.broker, &self.queue, &self.in_flight)
+            {
+                return Some(delivery);
             }
             tokio::select! {
                 () = &mut changed => {}
                 () = self.broker.closed.cancelled() => return None,
             }
         }
+    }
+}
+
+/// Takes the next message of `queue`, dead-lettering any that reached the delivery limit.
+fn take(
+    broker: &Arc<Broker>,
+    queue: &Arc<Queue>,
+    in_flight: &Arc<AtomicUsize>,
+) -> Option<Delivery> {
+    loop {
+        let stored = lock(&queue.ready).pop_front()?;
+        if stored.delivery_count >= broker.limits.max_deliveries {
+            let reason = format!(
+                "delivered {} times without being settled",
+                stored.delivery_count
+            );
+            let dead = crate::message::dead_message(
+                &stored.message,
+                &reason,
+                &queue.name,
+                &stored.routing_key,
+            );
+            broker.dead_letter(dead, &queue.name);
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        return Some(Delivery::new(
+            stored.message.clone(),
+            stored.routing_key.clone(),
+            queue.name.clone(),
+            stored.delivery_count,
+            AnySettler::Memory(Settler {
+                broker: Arc::clone(broker),
+                queue: Arc::clone(queue),
+                in_flight: Arc::clone(in_flight),
+                stored,
+            }),
+        ));
     }
 }
 

@@ -502,6 +502,71 @@ impl Broker {
         })
     }
 
+    /// The next message of a shared queue, if it has one now (AMQP `basic.get`).
+    pub(crate) async fn get(self: &Arc<Self>, name: &str) -> Result<Option<Delivery>, Error> {
+        let channel = self.open_channel().await?;
+        declare_shared(&channel, name).await?;
+        let Some(got) = channel
+            .basic_get(name.into(), lapin::options::BasicGetOptions::default())
+            .await?
+        else {
+            channel.close(200, "empty".into()).await?;
+            return Ok(None);
+        };
+        let delivery = got.delivery;
+        let count = delivery_count(&delivery);
+        let settler = Settler {
+            acker: delivery.acker.clone(),
+            _channel: channel,
+            broker: Arc::clone(self),
+        };
+        Ok(Some(Delivery::new(
+            message_of(&delivery.properties, delivery.data),
+            delivery.routing_key.to_string(),
+            name.to_owned(),
+            count,
+            AnySettler::Rabbit(settler),
+        )))
+    }
+
+    /// Holds the lock `name` across every process on this broker: the holder is the one
+    /// exclusive consumer of the queue `disco.lock.<name>`. The broker releases it when the
+    /// holder's channel closes, so a holder that dies gives it back by dying.
+    pub(crate) async fn lock(&self, name: &str) -> Result<(Channel, lapin::Consumer), Error> {
+        let queue = format!("disco.lock.{name}");
+        let mut backoff = Backoff::new();
+        loop {
+            let channel = self.open_channel().await?;
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+                .await?;
+            let exclusive = BasicConsumeOptions {
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            };
+            match channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    exclusive,
+                    FieldTable::default(),
+                )
+                .await
+            {
+                Ok(consumer) => return Ok((channel, consumer)),
+                // ACCESS_REFUSED: someone else holds it. The broker closed this channel.
+                Err(_) => {
+                    let delay = backoff.next().min(Duration::from_millis(250));
+                    self.pause(delay).await?;
+                }
+            }
+        }
+    }
+
     pub(crate) async fn delete_queue(&self, name: &str) -> Result<(), Error> {
         let channel = self.open_channel().await?;
         channel

@@ -439,6 +439,51 @@ async fn closed_bus_ends_consumers_and_refuses_publishes(mut h: Harness) {
     assert!(!h.bus.is_connected());
 }
 
+async fn get_takes_one_message_without_waiting(mut h: Harness) {
+    let queue = h.queue("mailbox");
+    assert!(
+        h.bus.get(&queue).await.unwrap().is_none(),
+        "an empty queue gives nothing"
+    );
+    h.bus
+        .publish(Destination::Queue(queue.clone()), Message::new("saved"))
+        .await
+        .unwrap();
+    let got = h.bus.get(&queue).await.unwrap().expect("the message");
+    assert_eq!(body(&got), "saved");
+    // Requeued, it is there for the next taker; acked, it is gone.
+    got.requeue().await.unwrap();
+    let again = h.bus.get(&queue).await.unwrap().expect("requeued");
+    again.ack().await.unwrap();
+    assert!(h.bus.get(&queue).await.unwrap().is_none());
+    h.finish().await;
+}
+
+async fn a_lock_has_one_holder_at_a_time(h: Harness) {
+    let name = format!("test-{}", h.id);
+    let held = h.bus.lock(&name).await.unwrap();
+    let bus = h.bus.clone();
+    let contender = {
+        let name = name.clone();
+        tokio::spawn(async move { bus.lock(&name).await.unwrap() })
+    };
+    tokio::time::sleep(QUIET).await;
+    assert!(!contender.is_finished(), "the lock is held");
+    drop(held);
+    let second = tokio::time::timeout(PATIENCE, contender)
+        .await
+        .expect("released locks are taken")
+        .unwrap();
+    drop(second);
+    if h.bus.kind() == "rabbitmq" {
+        h.bus
+            .delete_queue(&format!("disco.lock.{name}"))
+            .await
+            .unwrap();
+    }
+    h.finish().await;
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -471,4 +516,6 @@ contract!(
     request_reply_with_deadline,
     late_reply_still_reaches_a_patient_requester,
     closed_bus_ends_consumers_and_refuses_publishes,
+    get_takes_one_message_without_waiting,
+    a_lock_has_one_holder_at_a_time,
 );

@@ -103,6 +103,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::CommandWorker => one_role(1, &cli, shutdown).await,
         Command::VoiceNode => one_role(2, &cli, shutdown).await,
         Command::InteractionsIngress => one_role(3, &cli, shutdown).await,
+        Command::Sim(args) => sim(args, shutdown).await,
         Command::Tail(args) => {
             let rabbit = cli
                 .bus
@@ -116,6 +117,59 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(result?)
         }
     }
+}
+
+/// `disco sim`: the simulator alone, with what a client needs to reach it.
+async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<(), Failure> {
+    let world = match &args.world {
+        Some(path) => discord_sim::World::load(path).map_err(|error| {
+            Failure::Config(format!(
+                "invalid DISCO_SIM_WORLD (--world) {}: {error}",
+                path.display()
+            ))
+        })?,
+        None => discord_sim::World::default(),
+    };
+    if let Some(url) = &args.interactions_url
+        && !url.starts_with("http://")
+    {
+        return Err(Failure::Config(
+            "invalid DISCO_SIM_INTERACTIONS_URL (--interactions-url): expected an http:// URL"
+                .to_owned(),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (DISCO_SIM_LISTEN)", args.listen))?;
+    let address = listener.local_addr().context("no local address")?;
+    println!("{}", sim_banner(address, &world));
+    let config = discord_sim::Config {
+        world,
+        interactions_url: args.interactions_url.clone(),
+    };
+    discord_sim::serve(listener, config, shutdown)
+        .await
+        .context("the simulator failed")?;
+    Ok(())
+}
+
+/// What `disco sim` prints: where it is, and the settings that point Disco at it.
+fn sim_banner(address: std::net::SocketAddr, world: &discord_sim::World) -> String {
+    format!(
+        "Discord simulator on {address}\n\
+         \n\
+         Point Disco at it with:\n\
+         \x20 export DISCO_DISCORD_API_URL=http://{address}\n\
+         \x20 export DISCO_DISCORD_GATEWAY_URL=ws://{address}/gateway\n\
+         \x20 export DISCORD_TOKEN={token}\n\
+         \x20 export DISCO_APPLICATION_ID={application}\n\
+         \x20 export DISCO_PUBLIC_KEY={key}\n\
+         \n\
+         Control API: http://{address}/_sim (try: curl -s http://{address}/_sim/info)",
+        token = world.token,
+        application = world.application_id,
+        key = discord_sim::public_key(world),
+    )
 }
 
 async fn one_role(index: usize, cli: &Cli, shutdown: CancellationToken) -> Result<(), Failure> {

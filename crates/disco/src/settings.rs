@@ -39,6 +39,21 @@ pub(crate) enum Command {
     InteractionsIngress,
     /// Print the messages that cross RabbitMQ, as they cross it.
     Tail(TailArgs),
+    /// A strict local Discord (gateway, REST, signed webhooks) to run Disco against.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// Where the simulator listens (REST, gateway and control API on one port).
+    #[arg(long, env = "DISCO_SIM_LISTEN", default_value = "127.0.0.1:9000")]
+    pub(crate) listen: SocketAddr,
+    /// A world file (JSON or TOML) replacing the default guilds, members and limits.
+    #[arg(long, env = "DISCO_SIM_WORLD")]
+    pub(crate) world: Option<std::path::PathBuf>,
+    /// Deliver interactions to this interactions endpoint (signed) instead of the gateway.
+    #[arg(long, env = "DISCO_SIM_INTERACTIONS_URL")]
+    pub(crate) interactions_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -178,3 +178,46 @@ async fn a_message_crosses_from_one_process_to_another() {
     );
     bus.close().await;
 }
+
+#[tokio::test]
+async fn disco_sim_prints_how_to_reach_it_and_serves_discord() {
+    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_disco"))
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("disco sim starts");
+    let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.starts_with("Control API");
+            printed.push(line);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("disco sim prints its banner");
+    let address = printed[0]
+        .strip_prefix("Discord simulator on ")
+        .expect("the address first")
+        .to_owned();
+    for setting in [
+        "DISCO_DISCORD_API_URL=http://",
+        "DISCO_DISCORD_GATEWAY_URL=ws://",
+        "DISCORD_TOKEN=",
+        "DISCO_APPLICATION_ID=",
+        "DISCO_PUBLIC_KEY=",
+    ] {
+        assert!(
+            printed.iter().any(|l| l.contains(setting)),
+            "{setting} in {printed:?}"
+        );
+    }
+    let control = discord_sim::Control::new(&format!("http://{address}"));
+    let info = control.get("/info").await.expect("the control API answers");
+    assert_eq!(info["rest_url"], format!("http://{address}"));
+}

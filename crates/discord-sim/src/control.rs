@@ -384,7 +384,7 @@ async fn interaction(
                     format!("interaction {id}: {error}"),
                 ),
             }
-            result["webhook"] = json!(answer);
+            result["webhook"] = json!(crate::webhook::Outcome::from(answer));
         }
         None => {
             let delivered = sim.dispatch("INTERACTION_CREATE", Some(guild.id), None, &body, None);

@@ -103,6 +103,10 @@ async fn connection(sim: Arc<Sim>, socket: WebSocket, query: GatewayQuery) {
                 Some(Ok(Message::Text(text))) => match handle(&sim, &mut conn, text.as_str()) {
                     Next::Continue => {}
                     Next::Close(code, reason) => {
+                        // What was queued before the close goes out first, in order.
+                        while let Ok(Out::Frame(text)) = rx.try_recv() {
+                            let _ = sink.send(frame(&mut compressor, &text)).await;
+                        }
                         let _ = sink.send(close(code, reason)).await;
                         break Some(code);
                     }

@@ -26,13 +26,33 @@ pub(crate) async fn deliver(sim: &Sim, url: &str, body: Vec<u8>) -> Result<Answe
     post(url, &headers, body).await
 }
 
+/// An answer, or why there is none, as JSON: `{"status", "body", "elapsed_ms"}` or
+/// `{"error"}`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Outcome {
+    Answer(Answer),
+    Error { error: String },
+}
+
+impl From<Result<Answer, String>> for Outcome {
+    fn from(result: Result<Answer, String>) -> Self {
+        match result {
+            Ok(answer) => Self::Answer(answer),
+            Err(error) => Self::Error { error },
+        }
+    }
+}
+
 /// The result of one probe request.
 #[derive(Debug, Serialize)]
 pub(crate) struct Probe {
     pub(crate) case: &'static str,
     /// Whether a correct endpoint accepts it (only the signed PING).
     pub(crate) should_accept: bool,
-    pub(crate) answer: Result<Answer, String>,
+    /// What the endpoint answered, or why it could not be asked.
+    #[serde(flatten)]
+    pub(crate) answer: Outcome,
     /// Whether the endpoint did what it should.
     pub(crate) ok: bool,
 }
@@ -151,7 +171,7 @@ pub(crate) async fn probe(sim: &Sim, url: &str) -> Vec<Probe> {
         probes.push(Probe {
             case,
             should_accept,
-            answer,
+            answer: answer.into(),
             ok,
         });
     }

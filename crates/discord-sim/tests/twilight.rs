@@ -549,6 +549,23 @@ async fn deferred_interactions_are_edited_through_the_webhook_route() {
         .await
         .unwrap();
     assert_eq!(edited.content, "done, a little later");
+    let followup = interactions
+        .create_followup(token)
+        .content("and one more thing")
+        .await
+        .unwrap()
+        .model()
+        .await
+        .unwrap();
+    assert_eq!(followup.content, "and one more thing");
+    let original = interactions
+        .response(token)
+        .await
+        .unwrap()
+        .model()
+        .await
+        .unwrap();
+    assert_eq!(original.content, "done, a little later");
     let kinds: Vec<Value> = control
         .sent()
         .await
@@ -556,7 +573,14 @@ async fn deferred_interactions_are_edited_through_the_webhook_route() {
         .iter()
         .map(|e| e["kind"].clone())
         .collect();
-    assert_eq!(kinds, vec![json!("interaction_response"), json!("edit")]);
+    assert_eq!(
+        kinds,
+        vec![
+            json!("interaction_response"),
+            json!("edit"),
+            json!("followup")
+        ]
+    );
     assert!(control.violations().await.unwrap().is_empty());
     sim.stop().await.unwrap();
 }
