@@ -55,6 +55,7 @@ versioned!(
     v1::VoiceCommand,
     v1::VoiceReply,
     v1::InteractionReply,
+    v1::SavedSession,
 );
 
 /// Why bytes from the bus are not a message of the contract.
@@ -83,8 +84,8 @@ pub fn decode<M: Versioned>(bytes: &[u8]) -> Result<M, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::v1::{
-        GatewayEvent, InteractionReply, ShardCommand, VoiceCommand, VoiceReply, VoiceStateUpdate,
-        shard_command, voice_command, voice_reply,
+        GatewayEvent, InteractionReply, SavedSession, ShardCommand, VoiceCommand, VoiceReply,
+        VoiceStateUpdate, shard_command, voice_command, voice_reply,
     };
     use super::*;
 
@@ -195,6 +196,21 @@ mod tests {
                 }
                 .encode_current(),
                 "0801 120a 7b2274797065223a317d",
+            ),
+            (
+                "saved session",
+                SavedSession {
+                    shard_id: 1,
+                    shard_total: 2,
+                    session_id: "ab".into(),
+                    sequence: 300,
+                    resume_url: "ws://x".into(),
+                    saved_at_ms: 1,
+                    ..Default::default()
+                }
+                .encode_current(),
+                // 28 ac02: sequence 300 (varint); 32 06 "ws://x"; 38 01: saved at 1.
+                "0801 1001 1802 22026162 28ac02 3206 77733a2f2f78 3801",
             ),
         ];
         for (name, encoded, expected) in rows {

@@ -36,6 +36,11 @@ pub fn voice_queue(shard_id: u32) -> String {
     format!("disco.voice.{shard_id}")
 }
 
+/// The queue holding a shard's saved gateway session between two gateway processes.
+pub fn session_queue(shard_id: u32) -> String {
+    format!("disco.session.{shard_id}")
+}
+
 /// The shard that owns a guild, as Discord computes it: `(guild_id >> 22) % shard_total`.
 ///
 /// # Panics
@@ -57,6 +62,7 @@ mod tests {
             (every_shard("INTERACTION_CREATE"), "INTERACTION_CREATE.*"),
             (shard_queue(12), "disco.shard.12"),
             (voice_queue(0), "disco.voice.0"),
+            (session_queue(3), "disco.session.3"),
         ];
         for (got, want) in rows {
             assert_eq!(got, want);

@@ -541,9 +541,15 @@ impl Broker {
                 durable: true,
                 ..QueueDeclareOptions::default()
             };
-            channel
+            let declared = channel
                 .queue_declare(queue.as_str().into(), durable, FieldTable::default())
                 .await?;
+            if declared.consumer_count() > 0 {
+                // Held: wait without provoking a refusal (which closes the channel, noisily).
+                channel.close(200, "lock busy".into()).await?;
+                self.pause(Duration::from_millis(100)).await?;
+                continue;
+            }
             let exclusive = BasicConsumeOptions {
                 exclusive: true,
                 ..BasicConsumeOptions::default()

@@ -9,6 +9,7 @@
 //! Only this crate reads arguments and the environment and handles signals; the roles are
 //! libraries it composes.
 
+mod roles;
 mod settings;
 mod tail;
 mod telemetry;
@@ -20,6 +21,7 @@ use bus::Bus;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use roles::Role;
 use settings::{Cli, Command, SettingsError};
 
 /// Exit code for a configuration problem (clap uses it for bad arguments too).
@@ -72,14 +74,6 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// The roles, in start order; they stop in reverse.
-const ROLES: [(&str, u32); 4] = [
-    (gateway_shard::ROLE, 4),
-    (command_worker::ROLE, 5),
-    (voice_node::ROLE, 7),
-    (interactions_ingress::ROLE, 6),
-];
-
 async fn run(cli: Cli) -> Result<(), Failure> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
@@ -97,12 +91,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             tracing::debug!(?discord, "settings checked");
             let bus = Bus::in_memory(bus::Limits::default());
-            run_roles(&ROLES, &bus, &cli, shutdown).await
+            run_roles(&Role::ALL, &bus, &cli, shutdown).await
         }
-        Command::GatewayShard => one_role(0, &cli, shutdown).await,
-        Command::CommandWorker => one_role(1, &cli, shutdown).await,
-        Command::VoiceNode => one_role(2, &cli, shutdown).await,
-        Command::InteractionsIngress => one_role(3, &cli, shutdown).await,
+        Command::GatewayShard => one_role(Role::GatewayShard, &cli, shutdown).await,
+        Command::CommandWorker => one_role(Role::CommandWorker, &cli, shutdown).await,
+        Command::VoiceNode => one_role(Role::VoiceNode, &cli, shutdown).await,
+        Command::InteractionsIngress => one_role(Role::InteractionsIngress, &cli, shutdown).await,
         Command::Sim(args) => sim(args, shutdown).await,
         Command::Tail(args) => {
             let rabbit = cli
@@ -172,13 +166,11 @@ fn sim_banner(address: std::net::SocketAddr, world: &discord_sim::World) -> Stri
     )
 }
 
-async fn one_role(index: usize, cli: &Cli, shutdown: CancellationToken) -> Result<(), Failure> {
-    let role = ROLES[index];
-    let discord = cli.discord.validate()?;
-    tracing::debug!(?discord, "settings checked");
+async fn one_role(role: Role, cli: &Cli, shutdown: CancellationToken) -> Result<(), Failure> {
+    // The connection name tells processes apart in RabbitMQ's connection list.
     let rabbit = cli
         .bus
-        .rabbit(role.0)
+        .rabbit(&format!("{} pid {}", role.name(), std::process::id()))
         .map_err(|e| Failure::Config(e.to_string()))?;
     let bus = Bus::rabbitmq(rabbit)
         .await
@@ -188,19 +180,23 @@ async fn one_role(index: usize, cli: &Cli, shutdown: CancellationToken) -> Resul
     result
 }
 
-/// Serves the admin endpoints and runs the roles until shutdown.
+/// Builds the roles, serves the admin endpoints, and runs the roles until shutdown.
 async fn run_roles(
-    roles: &[(&str, u32)],
+    roles: &[Role],
     bus: &Bus,
     cli: &Cli,
     shutdown: CancellationToken,
 ) -> Result<(), Failure> {
-    let names: Vec<&str> = roles.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = roles.iter().map(|role| role.name()).collect();
     let mut admin = telemetry::Admin::new(&names.join(","));
     admin.ready_when("bus", {
         let bus = bus.clone();
         move || bus.is_connected()
     });
+    let built = roles::build(roles, cli, bus, &mut admin).map_err(|error| match error {
+        roles::BuildError::Settings(settings) => Failure::from(settings),
+        missing @ roles::BuildError::Missing(_) => Failure::Runtime(missing.into()),
+    })?;
     let listener = tokio::net::TcpListener::bind(cli.telemetry.metrics_listen)
         .await
         .with_context(|| {
@@ -212,28 +208,13 @@ async fn run_roles(
     tracing::info!(address = %cli.telemetry.metrics_listen, "serving /metrics, /healthz and /readyz");
     let admin_stop = CancellationToken::new();
     let server = tokio::spawn(telemetry::serve(listener, admin, admin_stop.clone()));
-
-    // No role is built yet: say so plainly rather than pretend to run.
-    let missing: Vec<String> = roles
-        .iter()
-        .map(|(name, issue)| format!("{name} (issue #{issue})"))
-        .collect();
-    let result = if missing.is_empty() {
-        shutdown.cancelled().await;
-        Ok(())
-    } else {
-        Err(Failure::Runtime(anyhow::anyhow!(
-            "not built yet: {}; settings and the bus are fine",
-            missing.join(", ")
-        )))
-    };
-
+    let result = roles::run(built, shutdown).await;
     admin_stop.cancel();
     server
         .await
         .context("admin server panicked")?
         .context("admin server failed")?;
-    result
+    Ok(result?)
 }
 
 /// First SIGINT or SIGTERM: shut down in order. Second: leave now.

@@ -21,6 +21,100 @@ pub(crate) struct Cli {
     pub(crate) bus: BusArgs,
     #[command(flatten)]
     pub(crate) telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub(crate) gateway: GatewayArgs,
+}
+
+/// gateway-shard settings.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "gateway-shard")]
+pub(crate) struct GatewayArgs {
+    /// Shards across every gateway process.
+    #[arg(long, env = "DISCO_SHARD_TOTAL", default_value_t = 1, global = true)]
+    pub(crate) shard_total: u32,
+    /// This process's shards, like `0..4`; instead of --bucket.
+    #[arg(long, env = "DISCO_SHARDS", global = true)]
+    pub(crate) shards: Option<String>,
+    /// This process's bucket of the shards (0-based), or `auto` for the number at the end of
+    /// the host name (a StatefulSet pod's ordinal).
+    #[arg(long, env = "DISCO_BUCKET", global = true)]
+    pub(crate) bucket: Option<String>,
+    /// How many buckets (gateway processes) share the shards.
+    #[arg(long, env = "DISCO_BUCKETS", default_value_t = 1, global = true)]
+    pub(crate) buckets: u32,
+    /// Gateway intents, comma separated.
+    #[arg(
+        long,
+        env = "DISCO_INTENTS",
+        default_value = "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_VOICE_STATES",
+        global = true
+    )]
+    pub(crate) intents: String,
+    /// Dispatches to publish, comma separated.
+    #[arg(
+        long,
+        env = "DISCO_EVENTS",
+        default_value = "MESSAGE_CREATE,INTERACTION_CREATE,VOICE_STATE_UPDATE,VOICE_SERVER_UPDATE,GUILD_CREATE",
+        global = true
+    )]
+    pub(crate) events: String,
+    /// Publishes a shard may have waiting for their confirm before it stops reading.
+    #[arg(
+        long,
+        env = "DISCO_PUBLISH_BUFFER",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub(crate) publish_buffer: usize,
+}
+
+impl GatewayArgs {
+    /// The gateway's settings, checked. `hostname` is the host name, for `--bucket auto`.
+    pub(crate) fn config(
+        &self,
+        discord: &DiscordArgs,
+        hostname: Option<&str>,
+    ) -> Result<gateway_shard::Config, SettingsError> {
+        let total = self.shard_total;
+        let shards = match (&self.shards, &self.bucket) {
+            (Some(range), _) => gateway_shard::ShardRange::parse(range, total)
+                .map_err(|problem| invalid("DISCO_SHARDS", "shards", problem))?,
+            (None, Some(bucket)) => {
+                let bucket = match bucket.as_str() {
+                    "auto" => hostname
+                        .and_then(|name| name.rsplit('-').next())
+                        .and_then(|ordinal| ordinal.parse().ok())
+                        .ok_or_else(|| {
+                            invalid(
+                                "DISCO_BUCKET",
+                                "bucket",
+                                "`auto` needs a host name ending in -<number>",
+                            )
+                        })?,
+                    number => number.parse().map_err(|_| {
+                        invalid("DISCO_BUCKET", "bucket", "expected a number or `auto`")
+                    })?,
+                };
+                gateway_shard::ShardRange::bucket(bucket, self.buckets, total)
+                    .map_err(|problem| invalid("DISCO_BUCKET", "bucket", problem))?
+            }
+            (None, None) => gateway_shard::ShardRange::new(0, total, total)
+                .map_err(|problem| invalid("DISCO_SHARD_TOTAL", "shard-total", problem))?,
+        };
+        Ok(gateway_shard::Config {
+            token: discord.token()?,
+            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
+            gateway_url: discord
+                .gateway_url()?
+                .map(|url| url.as_str().trim_end_matches('/').to_owned()),
+            shards,
+            intents: gateway_shard::parse_intents(&self.intents)
+                .map_err(|problem| invalid("DISCO_INTENTS", "intents", problem))?,
+            events: gateway_shard::parse_events(&self.events)
+                .map_err(|problem| invalid("DISCO_EVENTS", "events", problem))?,
+            publish_buffer: self.publish_buffer,
+        })
+    }
 }
 
 // Variants are named after the roles, and one role is the command worker.
@@ -105,7 +199,12 @@ pub(crate) struct TelemetryArgs {
     )]
     pub(crate) log_format: LogFormat,
     /// Which logs to show, as a tracing filter (`info`, `disco=debug,lapin=warn`).
-    #[arg(long, env = "DISCO_LOG", default_value = "info", global = true)]
+    #[arg(
+        long,
+        env = "DISCO_LOG",
+        default_value = "info,lapin=error",
+        global = true
+    )]
     pub(crate) log: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(
@@ -184,45 +283,60 @@ pub(crate) struct Discord {
 impl DiscordArgs {
     /// Checks every Discord setting; the first problem found is returned.
     pub(crate) fn validate(&self) -> Result<Discord, SettingsError> {
+        Ok(Discord {
+            token: self.token()?,
+            application_id: self.application_id()?,
+            public_key: self.public_key()?,
+            api_url: self.api_url()?,
+            gateway_url: self.gateway_url()?,
+        })
+    }
+
+    pub(crate) fn token(&self) -> Result<Secret, SettingsError> {
         let token = self.token.as_deref().ok_or(Missing {
             env: "DISCORD_TOKEN",
             flag: "token",
         })?;
-        let token = bot_token(token)?;
-        let application_id = self.application_id.as_deref().ok_or(Missing {
+        Ok(bot_token(token)?)
+    }
+
+    pub(crate) fn application_id(&self) -> Result<u64, SettingsError> {
+        let id = self.application_id.as_deref().ok_or(Missing {
             env: "DISCO_APPLICATION_ID",
             flag: "application-id",
         })?;
-        let application_id = snowflake(application_id).ok_or_else(|| {
+        Ok(snowflake(id).ok_or_else(|| {
             invalid(
                 "DISCO_APPLICATION_ID",
                 "application-id",
                 "expected a Discord id (a positive integer)",
             )
-        })?;
-        let public_key = self.public_key.as_deref().ok_or(Missing {
+        })?)
+    }
+
+    pub(crate) fn public_key(&self) -> Result<interactions_ingress::PublicKey, SettingsError> {
+        let key = self.public_key.as_deref().ok_or(Missing {
             env: "DISCO_PUBLIC_KEY",
             flag: "public-key",
         })?;
-        let public_key = interactions_ingress::PublicKey::from_hex(public_key)
-            .map_err(|problem| invalid("DISCO_PUBLIC_KEY", "public-key", problem.to_string()))?;
-        let api_url = url_with_scheme(&self.discord_api_url, &["http", "https"])
-            .map_err(|problem| invalid("DISCO_DISCORD_API_URL", "discord-api-url", problem))?;
-        let gateway_url = self
+        Ok(interactions_ingress::PublicKey::from_hex(key)
+            .map_err(|problem| invalid("DISCO_PUBLIC_KEY", "public-key", problem.to_string()))?)
+    }
+
+    pub(crate) fn api_url(&self) -> Result<Url, SettingsError> {
+        Ok(url_with_scheme(&self.discord_api_url, &["http", "https"])
+            .map_err(|problem| invalid("DISCO_DISCORD_API_URL", "discord-api-url", problem))?)
+    }
+
+    pub(crate) fn gateway_url(&self) -> Result<Option<Url>, SettingsError> {
+        Ok(self
             .discord_gateway_url
             .as_deref()
             .map(|url| url_with_scheme(url, &["ws", "wss"]))
             .transpose()
             .map_err(|problem| {
                 invalid("DISCO_DISCORD_GATEWAY_URL", "discord-gateway-url", problem)
-            })?;
-        Ok(Discord {
-            token,
-            application_id,
-            public_key,
-            api_url,
-            gateway_url,
-        })
+            })?)
     }
 }
 

@@ -58,10 +58,6 @@ impl Admin {
     }
 
     /// The registry roles add their metrics to.
-    #[expect(
-        dead_code,
-        reason = "the roles register their metrics as they are built (issues #4 to #7)"
-    )]
     pub(crate) fn registry(&mut self) -> &mut Registry {
         &mut self.registry
     }

@@ -116,8 +116,10 @@ async fn connection(sim: Arc<Sim>, socket: WebSocket, query: GatewayQuery) {
                     break Some(4002);
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |f| f.code);
+                    let code = frame.as_ref().map_or(1005, |f| f.code);
                     client_closed(&sim, &conn, code);
+                    // Echo the close, as the WebSocket closing handshake asks.
+                    let _ = sink.send(Message::Close(frame)).await;
                     break None;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}

@@ -1,0 +1,153 @@
+//! The roles the binary composes: built from checked settings (registering their metrics and
+//! readiness), started in order, stopped in reverse order.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::Context;
+use bus::Bus;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{Cli, SettingsError};
+use crate::telemetry::Admin;
+
+/// A role's run, waiting for its shutdown token.
+pub(crate) type Run = Box<
+    dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+        + Send,
+>;
+
+/// The roles, in start order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    GatewayShard,
+    CommandWorker,
+    VoiceNode,
+    InteractionsIngress,
+}
+
+impl Role {
+    /// Every role, in start order. The gateway starts last, once its consumers are up, and so
+    /// stops first: it saves its sessions while the others finish what they hold.
+    pub(crate) const ALL: [Self; 4] = [
+        Self::CommandWorker,
+        Self::VoiceNode,
+        Self::InteractionsIngress,
+        Self::GatewayShard,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::GatewayShard => gateway_shard::ROLE,
+            Self::CommandWorker => command_worker::ROLE,
+            Self::VoiceNode => voice_node::ROLE,
+            Self::InteractionsIngress => interactions_ingress::ROLE,
+        }
+    }
+
+    /// The issue that builds a role not built yet.
+    fn missing(self) -> Option<u32> {
+        match self {
+            Self::GatewayShard => None,
+            Self::CommandWorker => Some(5),
+            Self::VoiceNode => Some(7),
+            Self::InteractionsIngress => Some(6),
+        }
+    }
+}
+
+/// Why roles could not be built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("not built yet: {0}")]
+    Missing(String),
+}
+
+/// Checks each role's settings and builds it.
+pub(crate) fn build(
+    roles: &[Role],
+    cli: &Cli,
+    bus: &Bus,
+    admin: &mut Admin,
+) -> Result<Vec<(Role, Run)>, BuildError> {
+    let missing: Vec<String> = roles
+        .iter()
+        .filter_map(|role| {
+            role.missing()
+                .map(|issue| format!("{} (issue #{issue})", role.name()))
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(BuildError::Missing(missing.join(", ")));
+    }
+    let mut built: Vec<(Role, Run)> = Vec::new();
+    for &role in roles {
+        let run: Run = match role {
+            Role::GatewayShard => {
+                let hostname = std::env::var("HOSTNAME").ok();
+                let config = cli.gateway.config(&cli.discord, hostname.as_deref())?;
+                let gateway =
+                    gateway_shard::GatewayShard::new(config, bus.clone(), admin.registry());
+                admin.ready_when(role.name(), gateway.readiness());
+                Box::new(move |stop| {
+                    Box::pin(async move { gateway.run(stop).await.context("gateway-shard") })
+                })
+            }
+            Role::CommandWorker | Role::VoiceNode | Role::InteractionsIngress => {
+                return Err(BuildError::Missing(role.name().to_owned()));
+            }
+        };
+        built.push((role, run));
+    }
+    Ok(built)
+}
+
+/// Runs the roles until `shutdown` (or until one fails), then stops them in reverse order,
+/// each finishing before the next is told to stop.
+pub(crate) async fn run(
+    roles: Vec<(Role, Run)>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut running = Vec::new();
+    let failed = CancellationToken::new();
+    for (role, run) in roles {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            let failed = failed.clone();
+            async move {
+                let result = run(stop).await;
+                if result.is_err() {
+                    failed.cancel();
+                }
+                result
+            }
+        });
+        tracing::info!(role = role.name(), "started");
+        running.push((role, stop, task));
+    }
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = failed.cancelled() => {}
+    }
+    let mut outcome = Ok(());
+    for (role, stop, task) in running.into_iter().rev() {
+        stop.cancel();
+        let result = task
+            .await
+            .with_context(|| format!("{} panicked", role.name()))
+            .and_then(|r| r);
+        match &result {
+            Ok(()) => tracing::info!(role = role.name(), "stopped"),
+            Err(error) => {
+                tracing::error!(role = role.name(), error = format!("{error:#}"), "failed")
+            }
+        }
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    outcome
+}

@@ -1,0 +1,308 @@
+//! `disco gateway-shard` as ops run it: OS processes against the simulator and the real
+//! RabbitMQ, each test in a RabbitMQ virtual host of its own so that shard queues, saved
+//! sessions and identify locks of parallel tests never meet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bus::{Bus, Consumer, RabbitConfig, Subscription};
+use disco_proto::v1::GatewayEvent;
+use disco_proto::{Secret, route};
+use discord_sim::{Config as SimConfig, Control, Simulator};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A RabbitMQ virtual host for one test, deleted when dropped.
+struct Vhost {
+    name: String,
+}
+
+impl Vhost {
+    fn new(test: &str) -> Self {
+        let name = format!("disco-test-{test}-{}", std::process::id());
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self { name }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+
+    async fn bus(&self, name: &str) -> Bus {
+        Bus::rabbitmq(RabbitConfig::new(Secret::new(self.url()), name).unwrap())
+            .await
+            .expect("RabbitMQ answers")
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.name]);
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A `disco gateway-shard` process, killed if still running when dropped.
+struct Gateway {
+    child: tokio::process::Child,
+}
+
+impl Gateway {
+    fn start(sim: &Simulator, vhost: &Vhost, args: &[&str]) -> Self {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_disco"))
+            .arg("gateway-shard")
+            .args(args)
+            .env_clear()
+            .env("DISCORD_TOKEN", &sim.world.token)
+            .env("DISCO_DISCORD_API_URL", &sim.rest_url)
+            .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
+            .env("DISCO_AMQP_URL", vhost.url())
+            .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
+            .env("DISCO_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("disco gateway-shard starts");
+        Self { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// SIGTERM, and the exit status once it has saved its sessions.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap()
+    }
+}
+
+async fn shard_logs(control: &Control) -> Vec<Value> {
+    control.get("/shards").await.unwrap()["shards"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until `count` shards are connected with a session whose last event has arrived.
+async fn until_connected(control: &Control, count: usize) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let logs = shard_logs(control).await;
+            if logs
+                .iter()
+                .filter(|s| s["connected"] == true && s["session_id"].is_string())
+                .count()
+                == count
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("shards connected in time");
+}
+
+async fn content(consumer: &mut Consumer) -> String {
+    let delivery = tokio::time::timeout(PATIENCE, consumer.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    let event: GatewayEvent = disco_proto::decode(&delivery.message.body).unwrap();
+    delivery.ack().await.unwrap();
+    serde_json::from_slice::<Value>(&event.payload).unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_eight_shards_and_a_restart_resumes() {
+    let mut config = SimConfig::default();
+    config.world.max_concurrency = 2;
+    config.world.recommended_shards = 8;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("split");
+    let bus = vhost.bus("test").await;
+    let mut messages = bus
+        .subscribe(Subscription::shared("test.messages").bind(route::every_shard("MESSAGE_CREATE")))
+        .await
+        .unwrap();
+
+    let common = ["--shard-total", "8", "--buckets", "2", "--bucket"];
+    let first = Gateway::start(&sim, &vhost, &[&common[..], &["0"]].concat());
+    let second = Gateway::start(&sim, &vhost, &[&common[..], &["1"]].concat());
+    until_connected(&control, 8).await;
+
+    // Discord's rule across both processes: one IDENTIFY per bucket (shard % 2) per 5 s.
+    let mut by_bucket: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for log in shard_logs(&control).await {
+        let bucket = log["shard_id"].as_u64().unwrap() % 2;
+        by_bucket.entry(bucket).or_default().extend(
+            log["identifies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap()),
+        );
+    }
+    for times in by_bucket.values_mut() {
+        times.sort_unstable();
+        assert_eq!(times.len(), 4, "{times:?}");
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= 5_000,
+                "identifies {} ms apart in one bucket",
+                pair[1] - pair[0]
+            );
+        }
+    }
+    assert!(control.violations().await.unwrap().is_empty());
+
+    // The first process (shards 0..4, both guilds of the default world) stops...
+    let status = first.terminate().await;
+    assert!(status.success(), "{status}");
+    // ...people keep talking...
+    for (n, guild) in sim.world.guilds.iter().enumerate() {
+        control
+            .say(
+                guild.channels[0].id,
+                guild.members[0].id,
+                &format!("while down {n}"),
+            )
+            .await
+            .unwrap();
+    }
+    // ...and its successor resumes and publishes what was said.
+    let successor = Gateway::start(&sim, &vhost, &[&common[..], &["0"]].concat());
+    let mut heard = BTreeSet::new();
+    while heard.len() < 2 {
+        heard.insert(content(&mut messages).await);
+    }
+    assert_eq!(
+        heard,
+        BTreeSet::from(["while down 0".to_owned(), "while down 1".to_owned()])
+    );
+    until_connected(&control, 8).await;
+    for log in shard_logs(&control).await {
+        assert_eq!(
+            log["identifies"].as_array().unwrap().len(),
+            1,
+            "no shard identified twice: {log}"
+        );
+        let shard = log["shard_id"].as_u64().unwrap();
+        let resumes = log["resumes"].as_array().unwrap().len();
+        assert_eq!(
+            resumes,
+            usize::from(shard < 4),
+            "shard {shard} resumed {resumes} times"
+        );
+    }
+    assert!(control.violations().await.unwrap().is_empty());
+
+    assert!(successor.terminate().await.success());
+    assert!(second.terminate().await.success());
+    drop(messages);
+    bus.close().await;
+    sim.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_mid_stream_loses_nothing() {
+    const COUNT: usize = 5_000;
+    let mut config = SimConfig::default();
+    config.world.recommended_shards = 1;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("outage");
+    let bus = vhost.bus("test").await;
+    let mut messages = bus
+        .subscribe(
+            Subscription::shared("test.messages")
+                .bind(route::every_shard("MESSAGE_CREATE"))
+                .prefetch(256),
+        )
+        .await
+        .unwrap();
+    let gateway = Gateway::start(&sim, &vhost, &["--shard-total", "1"]);
+    until_connected(&control, 1).await;
+
+    let guild = &sim.world.guilds[0];
+    control
+        .post(
+            "/messages/bulk",
+            &json!({
+                "channel_id": guild.channels[0].id.to_string(),
+                "author_id": guild.members[0].id.to_string(),
+                "content": "m",
+                "count": COUNT,
+            }),
+        )
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut deliveries = 0;
+    let mut closed = 0;
+    while seen.len() < COUNT {
+        seen.insert(content(&mut messages).await);
+        deliveries += 1;
+        if deliveries == COUNT / 5 {
+            // Close the gateway's broker connection under it, mid-stream.
+            let pid = gateway.pid().to_string();
+            let listed = rabbitmqctl(&[
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "-p",
+                &vhost.name,
+                "pid",
+                "client_properties",
+            ]);
+            for line in listed.lines().filter(|l| l.contains(&format!("pid {pid}"))) {
+                let connection = line.split_whitespace().next().unwrap();
+                rabbitmqctl(&["close_connection", connection, "outage test"]);
+                closed += 1;
+            }
+        }
+    }
+    assert_eq!(closed, 1, "the gateway's connection was found and closed");
+    assert_eq!(seen.len(), COUNT, "every message reached the consumer");
+    let duplicates = deliveries - COUNT;
+    eprintln!(
+        "{COUNT} messages, {deliveries} deliveries ({duplicates} published twice after lost confirms)"
+    );
+    assert!(control.violations().await.unwrap().is_empty());
+    assert!(gateway.terminate().await.success());
+    drop(messages);
+    bus.close().await;
+    sim.stop().await.unwrap();
+}

@@ -1,0 +1,229 @@
+//! The gateway's cost: events published per second with confirms on (one shard, the real
+//! RabbitMQ, a consumer draining the queue), CPU per event for this process and for the broker,
+//! and the memory of an idle `disco gateway-shard` holding 16 shards.
+//!
+//! `just bench-gateway` (it builds the release `disco` first). `EVENTS` sets the count
+//! (default 50000); `DISCO_AMQP_URL` the broker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use bus::{Bus, RabbitConfig, Subscription};
+use disco_proto::{Secret, route};
+use discord_sim::{Config as SimConfig, Control, Simulator};
+use gateway_shard::{Config, GatewayShard, ShardRange};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn amqp_url() -> String {
+    std::env::var("DISCO_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+fn broker_pid() -> Option<u32> {
+    let output = std::process::Command::new("pgrep")
+        .args(["-f", "beam.smp.*rabbit"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let events: u32 = std::env::var("EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(throughput(events));
+    runtime.block_on(idle_memory());
+}
+
+async fn throughput(events: u32) {
+    let mut config = SimConfig::default();
+    config.world.recommended_shards = 1;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let bus = Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), "bench-gateway").unwrap())
+        .await
+        .unwrap();
+    let drain = Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), "bench-drain").unwrap())
+        .await
+        .unwrap();
+    let queue = format!("bench.gateway.{}", std::process::id());
+    let mut consumer = drain
+        .subscribe(
+            Subscription::shared(&queue)
+                .bind(route::every_shard("MESSAGE_CREATE"))
+                .prefetch(1000),
+        )
+        .await
+        .unwrap();
+    let gateway_config = Config {
+        token: Secret::new(sim.world.token.clone()),
+        api_url: sim.rest_url.clone(),
+        gateway_url: Some(sim.gateway_url.clone()),
+        shards: ShardRange::new(0, 1, 1).unwrap(),
+        intents: gateway_shard::default_intents(),
+        events: ["MESSAGE_CREATE".to_owned()].into(),
+        publish_buffer: 1024,
+    };
+    let gateway = GatewayShard::new(gateway_config, bus.clone(), &mut Registry::default());
+    let ready = gateway.readiness();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(gateway.run(stop.clone()));
+    while !ready() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let guild = &sim.world.guilds[0];
+    let me = std::process::id();
+    let broker = broker_pid();
+    let (cpu_before, broker_before) = (cpu_seconds(me), broker.map_or(0.0, cpu_seconds));
+    let started = Instant::now();
+    control
+        .post(
+            "/messages/bulk",
+            &json!({
+                "channel_id": guild.channels[0].id.to_string(),
+                "author_id": guild.members[0].id.to_string(),
+                "content": "~~ping",
+                "count": events,
+            }),
+        )
+        .await
+        .unwrap();
+    let mut received = 0;
+    while received < events {
+        let delivery = consumer.next().await.unwrap();
+        delivery.ack().await.unwrap();
+        received += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(me) - cpu_before;
+    let broker_cpu = broker.map_or(0.0, cpu_seconds) - broker_before;
+    let per_event = |seconds: f64| seconds / f64::from(events) * 1e6;
+    println!(
+        "gateway: {events} events published and consumed in {elapsed:.2} s = {:.0} events/s \
+         (persistent, confirmed, acked one by one)",
+        f64::from(events) / elapsed
+    );
+    println!(
+        "  CPU per event: {:.1} us in this process (simulator + gateway + consumer), {:.1} us in RabbitMQ",
+        per_event(cpu),
+        per_event(broker_cpu)
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    drop(consumer);
+    drain.delete_queue(&queue).await.unwrap();
+    drain.close().await;
+    bus.close().await;
+    sim.stop().await.unwrap();
+}
+
+/// Memory of an idle `disco gateway-shard` process holding 16 shards (the release binary).
+async fn idle_memory() {
+    let disco = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("disco");
+    if !disco.exists() {
+        println!(
+            "idle memory: skipped, build the release binary first (cargo build --release --bin disco)"
+        );
+        return;
+    }
+    let mut config = SimConfig::default();
+    config.world.max_concurrency = 16;
+    config.world.recommended_shards = 16;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = format!("disco-bench-{}", std::process::id());
+    let ctl = |args: &[&str]| {
+        std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .unwrap();
+    };
+    ctl(&["add_vhost", &vhost]);
+    ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    let mut child = tokio::process::Command::new(disco)
+        .args(["gateway-shard", "--shard-total", "16"])
+        .env_clear()
+        .env("DISCORD_TOKEN", &sim.world.token)
+        .env("DISCO_DISCORD_API_URL", &sim.rest_url)
+        .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
+        .env(
+            "DISCO_AMQP_URL",
+            format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+        )
+        .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DISCO_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    loop {
+        let shards = control.get("/shards").await.unwrap();
+        let connected = shards["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["connected"] == true)
+            .count();
+        if connected == 16 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = child.id().unwrap();
+    println!(
+        "idle memory: {} KiB resident for one process holding 16 shards ({} KiB per shard, all in)",
+        rss_kib(pid),
+        rss_kib(pid) / 16
+    );
+    child.kill().await.unwrap();
+    ctl(&["delete_vhost", &vhost]);
+    sim.stop().await.unwrap();
+}

@@ -1,0 +1,367 @@
+//! One shard's loop: read dispatches and publish them (at most `buffer` waiting for a confirm,
+//! so a slow broker slows the reading and Discord's RESUME covers the gap), send the commands
+//! other services ask for, and on shutdown close resumably and save the session.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bus::{Delivery, Destination, Message, Subscription};
+use disco_proto::v1::{GatewayEvent, SavedSession, ShardCommand, presence_update, shard_command};
+use disco_proto::{Versioned, bytes::Bytes, route};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use twilight_gateway::{CloseFrame, Message as GatewayMessage, Shard, ShardState};
+use twilight_model::gateway::payload::outgoing::{UpdatePresence, UpdateVoiceState};
+use twilight_model::gateway::presence::{Activity, ActivityType, MinimalActivity, Status};
+use twilight_model::id::Id;
+
+use crate::metrics::{
+    CloseLabel, EventLabel, Metrics, STATE_CONNECTING, STATE_DISCONNECTED, STATE_READY, ShardLabel,
+};
+use crate::queue::BusQueue;
+use crate::{Error, frame};
+
+type Publish =
+    Pin<Box<dyn std::future::Future<Output = (String, Result<(), bus::Error>, Duration)> + Send>>;
+
+pub(crate) struct ShardTask {
+    pub(crate) shard: Shard<BusQueue>,
+    pub(crate) bus: bus::Bus,
+    pub(crate) metrics: Metrics,
+    pub(crate) events: Arc<BTreeSet<String>>,
+    pub(crate) buffer: usize,
+    pub(crate) ready: Arc<[AtomicBool]>,
+    pub(crate) index: usize,
+    /// The last sequence published in the current session: a replayed dispatch at or below it
+    /// was published already.
+    pub(crate) last_sequence: Option<u64>,
+}
+
+impl ShardTask {
+    fn id(&self) -> u32 {
+        self.shard.id().number()
+    }
+
+    fn label(&self) -> ShardLabel {
+        ShardLabel { shard: self.id() }
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.ready[self.index].store(ready, Ordering::Relaxed);
+        let state = if ready {
+            STATE_READY
+        } else if matches!(self.shard.state(), ShardState::Disconnected { .. }) {
+            STATE_DISCONNECTED
+        } else {
+            STATE_CONNECTING
+        };
+        self.metrics
+            .shard_state
+            .get_or_create(&self.label())
+            .set(state);
+    }
+
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
+        let id = self.id();
+        let mut commands = self
+            .bus
+            .subscribe(Subscription::shared(route::shard_queue(id)).prefetch(32))
+            .await?;
+        let mut in_flight: FuturesOrdered<Publish> = FuturesOrdered::new();
+        self.set_ready(false);
+        loop {
+            let room = in_flight.len() < self.buffer;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some((event, result, waited)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.confirmed(&event, result, waited);
+                    self.metrics.buffered.dec();
+                }
+                message = self.shard.next(), if room => match message {
+                    Some(Ok(GatewayMessage::Text(text))) => {
+                        if let Some(publish) = self.on_text(text) {
+                            self.metrics.buffered.inc();
+                            in_flight.push_back(publish);
+                        }
+                    }
+                    Some(Ok(GatewayMessage::Close(frame))) => {
+                        let code = frame.as_ref().map(|f| f.code);
+                        info!(shard = id, ?code, "gateway connection closed");
+                        if let Some(code) = code {
+                            self.metrics.closes.get_or_create(&CloseLabel { code }).inc();
+                        }
+                        self.set_ready(false);
+                    }
+                    Some(Err(error)) => {
+                        if matches!(self.shard.state(), ShardState::FatallyClosed) {
+                            return Err(Error::FatallyClosed { shard: id, code: None });
+                        }
+                        warn!(shard = id, %error, "gateway error; twilight reconnects");
+                        self.set_ready(false);
+                    }
+                    None => return Ok(()),
+                },
+                delivery = commands.next() => match delivery {
+                    Some(delivery) => self.command(delivery).await?,
+                    None => break,
+                },
+            }
+            // The state changes inside twilight (op 7, op 9, reconnects): follow it.
+            let active = matches!(self.shard.state(), ShardState::Active);
+            if active != self.ready[self.index].load(Ordering::Relaxed) {
+                self.set_ready(active);
+            }
+            if let Some(latency) = self.shard.latency().recent().first() {
+                self.metrics
+                    .heartbeat_seconds
+                    .get_or_create(&self.label())
+                    .set(latency.as_secs_f64());
+            }
+        }
+        drop(commands);
+        self.stop(in_flight).await
+    }
+
+    /// Reads a text frame; the publish to wait for, if it is a dispatch to publish.
+    fn on_text(&mut self, text: String) -> Option<Publish> {
+        let dispatch = frame::dispatch(&text)?;
+        match dispatch.event {
+            "READY" => {
+                self.metrics.identifies.get_or_create(&self.label()).inc();
+                self.last_sequence = None;
+                self.set_ready(true);
+            }
+            "RESUMED" => {
+                self.metrics.resumes.get_or_create(&self.label()).inc();
+                self.set_ready(true);
+            }
+            _ => {}
+        }
+        if self
+            .last_sequence
+            .is_some_and(|last| dispatch.sequence <= last)
+        {
+            self.metrics.duplicates.inc();
+            return None;
+        }
+        self.last_sequence = Some(dispatch.sequence);
+        if !self.events.contains(dispatch.event) {
+            return None;
+        }
+        let event = dispatch.event.to_owned();
+        let sequence = dispatch.sequence;
+        let guild_id = dispatch.guild_id;
+        // The payload is a slice of the frame's own bytes: no copy, no re-serialisation.
+        let start = dispatch.data.as_ptr() as usize - text.as_ptr() as usize;
+        let end = start + dispatch.data.len();
+        let payload = Bytes::from(text).slice(start..end);
+        let body = GatewayEvent {
+            shard_id: self.id(),
+            sequence,
+            event_name: event.clone(),
+            guild_id,
+            received_at_ms: i64::try_from(unix_ms()).unwrap_or(i64::MAX),
+            heartbeat_latency_ms: self
+                .shard
+                .latency()
+                .recent()
+                .first()
+                .map(|l| u32::try_from(l.as_millis()).unwrap_or(u32::MAX)),
+            payload,
+            ..Default::default()
+        }
+        .encode_current();
+        let bus = self.bus.clone();
+        let key = route::event_key(&event, self.id());
+        Some(Box::pin(async move {
+            let started = Instant::now();
+            let result = bus
+                .publish(Destination::Event(key), Message::new(body))
+                .await;
+            (event, result, started.elapsed())
+        }))
+    }
+
+    fn confirmed(&self, event: &str, result: Result<(), bus::Error>, waited: Duration) {
+        let label = EventLabel {
+            event: event.to_owned(),
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.published.get_or_create(&label).inc();
+                self.metrics.confirm_seconds.observe(waited.as_secs_f64());
+            }
+            Err(bus::Error::Unroutable(_)) => {
+                // No consumer binds this event: nobody would ever read it.
+                debug!(event, "no consumer binds this event");
+                self.metrics.unrouted.get_or_create(&label).inc();
+            }
+            Err(error) => {
+                warn!(event, %error, "publish failed");
+                self.metrics.publish_failures.inc();
+            }
+        }
+    }
+
+    /// Sends a command another service asked for, then acks it: once handed to the shard it is
+    /// paced by twilight's 120-per-minute limiter.
+    async fn command(&mut self, delivery: Delivery) -> Result<(), Error> {
+        let id = self.id();
+        let command = match disco_proto::decode::<ShardCommand>(&delivery.message.body) {
+            Ok(command) if command.shard_id == id => command,
+            Ok(command) => {
+                self.metrics.bad_commands.inc();
+                let reason = format!(
+                    "a command for shard {} sent to shard {id}",
+                    command.shard_id
+                );
+                return Ok(delivery.dead_letter(&reason).await?);
+            }
+            Err(error) => {
+                self.metrics.bad_commands.inc();
+                return Ok(delivery
+                    .dead_letter(&format!("not a ShardCommand: {error}"))
+                    .await?);
+            }
+        };
+        let sent = match command.command {
+            Some(shard_command::Command::VoiceStateUpdate(update)) => {
+                match Id::new_checked(update.guild_id) {
+                    Some(guild) => {
+                        let channel = update.channel_id.and_then(Id::new_checked);
+                        self.shard.command(&UpdateVoiceState::new(
+                            guild,
+                            channel,
+                            update.self_deaf,
+                            update.self_mute,
+                        ));
+                        Ok(())
+                    }
+                    None => Err("guild id 0".to_owned()),
+                }
+            }
+            Some(shard_command::Command::PresenceUpdate(presence)) => {
+                presence_command(&presence).map(|command| self.shard.command(&command))
+            }
+            None => Err("an empty command".to_owned()),
+        };
+        match sent {
+            Ok(()) => {
+                self.metrics.commands.inc();
+                delivery.ack().await?;
+            }
+            Err(reason) => {
+                self.metrics.bad_commands.inc();
+                delivery.dead_letter(&reason).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes resumably, publishes what is still waiting, and saves the session for the next
+    /// process that owns this shard.
+    async fn stop(mut self, mut in_flight: FuturesOrdered<Publish>) -> Result<(), Error> {
+        let id = self.id();
+        self.shard.close(CloseFrame::RESUME);
+        // Poll until the close frame is on its way, publishing what is read meanwhile, and no
+        // further: twilight reconnects (and would RESUME) as soon as the server's echo closes
+        // the socket. A close that does not get out is no loss: Discord keeps a session
+        // resumable after an abnormal closure too.
+        let closing = std::future::poll_fn(|cx| {
+            loop {
+                match self.shard.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(GatewayMessage::Text(text)))) => {
+                        if let Some(publish) = self.on_text(text) {
+                            in_flight.push_back(publish);
+                        }
+                    }
+                    Poll::Ready(Some(Ok(GatewayMessage::Close(_)) | Err(_)) | None) => {
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending
+                        if matches!(self.shard.state(), ShardState::Disconnected { .. }) =>
+                    {
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .is_err()
+        {
+            warn!(shard = id, "the shard did not close in 5 s");
+        }
+        while let Some((event, result, waited)) = in_flight.next().await {
+            self.confirmed(&event, result, waited);
+        }
+        self.set_ready(false);
+        let (Some(session), Some(resume_url)) = (self.shard.session(), self.shard.resume_url())
+        else {
+            info!(shard = id, "no session to save");
+            return Ok(());
+        };
+        let saved = SavedSession {
+            shard_id: id,
+            shard_total: self.shard.id().total(),
+            session_id: session.id().to_owned(),
+            sequence: session.sequence(),
+            resume_url: resume_url.to_owned(),
+            saved_at_ms: i64::try_from(unix_ms()).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let sequence = saved.sequence;
+        self.bus
+            .publish(
+                Destination::Queue(route::session_queue(id)),
+                Message::new(saved.encode_current()),
+            )
+            .await?;
+        info!(shard = id, sequence, "session saved for the next process");
+        Ok(())
+    }
+}
+
+fn presence_command(presence: &disco_proto::v1::PresenceUpdate) -> Result<UpdatePresence, String> {
+    let status = match presence.status() {
+        presence_update::Status::Online => Status::Online,
+        presence_update::Status::Idle => Status::Idle,
+        presence_update::Status::Dnd => Status::DoNotDisturb,
+        presence_update::Status::Invisible => Status::Invisible,
+    };
+    let kind = match presence.activity_kind() {
+        presence_update::ActivityKind::Playing => ActivityType::Playing,
+        presence_update::ActivityKind::Listening => ActivityType::Listening,
+        presence_update::ActivityKind::Watching => ActivityType::Watching,
+        presence_update::ActivityKind::Custom => ActivityType::Custom,
+        presence_update::ActivityKind::Competing => ActivityType::Competing,
+    };
+    let activities: Vec<Activity> = if presence.activity_name.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            MinimalActivity {
+                kind,
+                name: presence.activity_name.clone(),
+                url: None,
+            }
+            .into(),
+        ]
+    };
+    UpdatePresence::new(activities, presence.afk, None, status)
+        .map_err(|e| format!("invalid presence: {e}"))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
