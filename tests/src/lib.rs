@@ -1,1 +1,315 @@
 #![doc = include_str!("../README.md")]
+
+use std::time::Duration;
+
+use bus::{Bus, Limits, RabbitConfig};
+use disco_proto::Secret;
+use discord_sim::{Config as SimConfig, Control, Simulator};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// How long a scenario waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Which bus the platform runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The in-memory bus of `disco up`.
+    Memory,
+    /// The real RabbitMQ at `DISCO_AMQP_URL`, in a fresh virtual host.
+    RabbitMq,
+}
+
+/// A RabbitMQ virtual host of one test, deleted when dropped.
+#[derive(Debug)]
+pub struct Vhost {
+    name: String,
+}
+
+impl Vhost {
+    /// Creates a virtual host (with `rabbitmqctl`) for `test`.
+    ///
+    /// # Panics
+    /// When `rabbitmqctl` fails: the tests need the real broker.
+    pub fn new(test: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("disco-test-{test}-{}-{n}", std::process::id());
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self { name }
+    }
+
+    /// The AMQP URL of the virtual host.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+
+    /// The virtual host's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.name]);
+    }
+}
+
+/// Runs `rabbitmqctl`; its output.
+///
+/// # Panics
+/// When it fails.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (RabbitMQ is installed)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The simulator, a bus, and the roles running on it.
+#[derive(Debug)]
+pub struct Platform {
+    /// The simulated Discord.
+    pub sim: Simulator,
+    /// Its control API.
+    pub control: Control,
+    /// The bus the roles share.
+    pub bus: Bus,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _vhost: Option<Vhost>,
+}
+
+/// Settings a scenario may change.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long a voice command waits for a voice node.
+    pub voice_timeout: Duration,
+    /// The simulator's world.
+    pub world: discord_sim::World,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        // Heartbeats every second, so shards know their latency soon after connecting; both
+        // shards identify at once.
+        let world = discord_sim::World {
+            heartbeat_interval_ms: 1_000,
+            max_concurrency: 2,
+            ..discord_sim::World::default()
+        };
+        Self {
+            voice_timeout: Duration::from_secs(1),
+            world,
+        }
+    }
+}
+
+impl Platform {
+    /// Starts the simulator, registers the commands, and runs a gateway (every shard) and a
+    /// command worker on `transport`.
+    ///
+    /// # Panics
+    /// When something cannot start: a test has nothing to test then.
+    pub async fn start(transport: Transport, options: Options) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = SimConfig {
+            world: options.world.clone(),
+            interactions_url: None,
+        };
+        let sim = Simulator::start("127.0.0.1:0".parse().expect("an address"), config)
+            .await
+            .expect("the simulator starts");
+        let control = Control::new(&sim.rest_url);
+        let (bus, vhost) = match transport {
+            Transport::Memory => (Bus::in_memory(Limits::default()), None),
+            Transport::RabbitMq => {
+                let vhost = Vhost::new("e2e");
+                let bus = Bus::rabbitmq(
+                    RabbitConfig::new(Secret::new(vhost.url()), "e2e").expect("a valid URL"),
+                )
+                .await
+                .expect("RabbitMQ answers");
+                (bus, Some(vhost))
+            }
+        };
+        let world = &sim.world;
+        let report = command_worker::sync(
+            &world.token,
+            &sim.rest_url,
+            world.application_id,
+            None,
+            false,
+        )
+        .await
+        .expect("commands sync");
+        assert!(report.applied);
+
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let worker = command_worker::CommandWorker::new(
+            command_worker::Config {
+                token: Secret::new(world.token.clone()),
+                api_url: sim.rest_url.clone(),
+                application_id: world.application_id,
+                prefix: "~~".to_owned(),
+                shard_total: world.recommended_shards,
+                concurrency: 32,
+                voice_timeout: options.voice_timeout,
+            },
+            bus.clone(),
+            &mut Registry::default(),
+        );
+        let worker_ready = worker.readiness();
+        let worker_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            worker.run(worker_stop).await.expect("the worker runs");
+        }));
+        wait_for(&worker_ready).await;
+        let gateway = gateway_shard::GatewayShard::new(
+            gateway_shard::Config {
+                token: Secret::new(world.token.clone()),
+                api_url: sim.rest_url.clone(),
+                gateway_url: Some(sim.gateway_url.clone()),
+                shards: gateway_shard::ShardRange::new(
+                    0,
+                    world.recommended_shards,
+                    world.recommended_shards,
+                )
+                .expect("a valid range"),
+                intents: gateway_shard::default_intents(),
+                events: gateway_shard::DEFAULT_EVENTS
+                    .iter()
+                    .map(|e| (*e).to_owned())
+                    .collect(),
+                publish_buffer: 256,
+            },
+            bus.clone(),
+            &mut Registry::default(),
+        );
+        let gateway_ready = gateway.readiness();
+        let gateway_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            gateway.run(gateway_stop).await.expect("the gateway runs");
+        }));
+        wait_for(&gateway_ready).await;
+        Self {
+            sim,
+            control,
+            bus,
+            stop,
+            tasks,
+            _vhost: vhost,
+        }
+    }
+
+    /// The first guild's general channel and its first member.
+    pub fn general(&self) -> (u64, u64) {
+        let guild = &self.sim.world.guilds[0];
+        (guild.channels[0].id, guild.members[0].id)
+    }
+
+    /// A member says `text` in the general channel; the bot's reply to it.
+    ///
+    /// # Panics
+    /// When no reply comes in time.
+    pub async fn say(&self, text: &str) -> Value {
+        let (channel, member) = self.general();
+        let message = self
+            .control
+            .say(channel, member, text)
+            .await
+            .expect("the simulator takes it");
+        let id = message["id"].as_str().expect("an id").to_owned();
+        self.until_sent(|entry| entry["kind"] == "message" && entry["nonce"] == id.as_str())
+            .await
+    }
+
+    /// A member uses a slash command in the general channel; the interaction's id.
+    ///
+    /// # Panics
+    /// When the simulator refuses it.
+    pub async fn slash(&self, name: &str, options: Value) -> String {
+        let (channel, member) = self.general();
+        let created = self
+            .control
+            .command(channel, member, name, options)
+            .await
+            .expect("the simulator takes it");
+        created["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// The first thing the bot sent that `wanted` accepts.
+    ///
+    /// # Panics
+    /// When nothing matches in time.
+    pub async fn until_sent(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let sent = self.control.sent().await.expect("the simulator answers");
+                if let Some(entry) = sent.into_iter().find(|e| wanted(e)) {
+                    return entry;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await
+        .expect("the bot answered in time")
+    }
+
+    /// Everything the bot sent about interaction `id`, in order.
+    ///
+    /// # Panics
+    /// When the simulator does not answer.
+    pub async fn sent_for_interaction(&self, id: &str) -> Vec<Value> {
+        self.control
+            .get(&format!("/sent?interaction_id={id}"))
+            .await
+            .expect("the simulator answers")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Stops the roles (in reverse start order, as `disco` does) and checks the bot broke no
+    /// Discord rule.
+    ///
+    /// # Panics
+    /// When a role failed or a rule was broken.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks.into_iter().rev() {
+            task.await.expect("the role stopped cleanly");
+        }
+        let violations = self
+            .control
+            .violations()
+            .await
+            .expect("the simulator answers");
+        assert!(
+            violations.is_empty(),
+            "the bot broke Discord's rules: {violations:?}"
+        );
+        self.bus.close().await;
+        self.sim.stop().await.expect("the simulator stops");
+    }
+}
+
+async fn wait_for(ready: &(impl Fn() -> bool + ?Sized)) {
+    tokio::time::timeout(PATIENCE, async {
+        while !ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("ready in time");
+}

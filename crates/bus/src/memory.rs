@@ -48,6 +48,13 @@ struct Stored {
     message: Message,
     routing_key: String,
     delivery_count: u32,
+    expires_at: Option<std::time::Instant>,
+}
+
+fn expiry(message: &Message) -> Option<std::time::Instant> {
+    message
+        .expires_after
+        .map(|after| std::time::Instant::now() + after)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +145,7 @@ impl Broker {
                 }
                 for queue in targets {
                     queue.push_back(Stored {
+                        expires_at: expiry(&message),
                         message: message.clone(),
                         routing_key: key.clone(),
                         delivery_count: 0,
@@ -145,6 +153,7 @@ impl Broker {
                 }
             }
             Destination::Queue(name) => self.queue(name).push_back(Stored {
+                expires_at: expiry(&message),
                 message,
                 routing_key: name.clone(),
                 delivery_count: 0,
@@ -231,6 +240,7 @@ impl Broker {
                 message: message.clone(),
                 routing_key: origin_queue.to_owned(),
                 delivery_count: 0,
+                expires_at: None,
             });
         }
     }
@@ -284,6 +294,13 @@ fn take(
 ) -> Option<Delivery> {
     loop {
         let stored = lock(&queue.ready).pop_front()?;
+        if stored
+            .expires_at
+            .is_some_and(|at| at <= std::time::Instant::now())
+        {
+            // Expired: its requester stopped waiting, as RabbitMQ drops it too.
+            continue;
+        }
         if stored.delivery_count >= broker.limits.max_deliveries {
             let reason = format!(
                 "delivered {} times without being settled",

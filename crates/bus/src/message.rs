@@ -23,6 +23,9 @@ pub struct Message {
     pub correlation_id: Option<String>,
     /// Where the answer goes. Set by [`crate::Bus::request`].
     pub reply_to: Option<String>,
+    /// Dropped by the broker if still queued after this long: for requests whose requester
+    /// stops waiting, so that nobody acts on them late.
+    pub expires_after: Option<std::time::Duration>,
 }
 
 impl Message {
@@ -32,6 +35,13 @@ impl Message {
             body: body.into(),
             ..Self::default()
         }
+    }
+
+    /// Sets [`Message::expires_after`].
+    #[must_use]
+    pub fn expiring_after(mut self, after: std::time::Duration) -> Self {
+        self.expires_after = Some(after);
+        self
     }
 
     /// Adds a header.

@@ -632,6 +632,9 @@ fn properties_of(message: &Message) -> BasicProperties {
     if let Some(reply_to) = &message.reply_to {
         properties = properties.with_reply_to(reply_to.as_str().into());
     }
+    if let Some(after) = message.expires_after {
+        properties = properties.with_expiration(after.as_millis().to_string().into());
+    }
     properties
 }
 
@@ -655,6 +658,8 @@ fn message_of(properties: &BasicProperties, body: Vec<u8>) -> Message {
             .as_ref()
             .map(ToString::to_string),
         reply_to: properties.reply_to().as_ref().map(ToString::to_string),
+        // What is left of it does not matter once delivered.
+        expires_after: None,
     }
 }
 

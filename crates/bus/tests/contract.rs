@@ -484,6 +484,30 @@ async fn a_lock_has_one_holder_at_a_time(h: Harness) {
     h.finish().await;
 }
 
+async fn expired_requests_are_not_delivered(mut h: Harness) {
+    let queue = h.queue("late");
+    let pending = h
+        .bus
+        .request(
+            Destination::Queue(queue.clone()),
+            Message::new("too late").expiring_after(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.bus
+        .publish(Destination::Queue(queue.clone()), Message::new("fresh"))
+        .await
+        .unwrap();
+    let mut consumer = h.bus.subscribe(Subscription::shared(&queue)).await.unwrap();
+    let delivery = recv(&mut consumer).await;
+    assert_eq!(body(&delivery), "fresh", "the expired request was dropped");
+    delivery.ack().await.unwrap();
+    assert_quiet(&mut consumer).await;
+    drop((pending, consumer));
+    h.finish().await;
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -518,4 +542,5 @@ contract!(
     closed_bus_ends_consumers_and_refuses_publishes,
     get_takes_one_message_without_waiting,
     a_lock_has_one_holder_at_a_time,
+    expired_requests_are_not_delivered,
 );

@@ -1,4 +1,158 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Map
+//! - [`CommandWorker`]: [`CommandWorker::new`] registers metrics, [`CommandWorker::run`]
+//!   consumes the shared queue until shutdown, then finishes what it holds.
+//! - [`commands`]: the commands, each defined once for both its slash and prefix forms.
+//! - `handle`: one event from delivery to reply to ack.
+//! - [`reply`]: what a command answers, as JSON for each way of answering.
+//! - `discord`: REST calls with Disco's retry rules.
+//! - [`voice`]: asking the voice node that owns a guild.
+//! - [`sync`]: `disco commands sync`.
+//! - `metrics`: `disco_command_worker_*`.
+
+pub mod commands;
+mod discord;
+mod handle;
+mod metrics;
+pub mod reply;
+mod sync;
+pub mod voice;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bus::Subscription;
+use disco_proto::{Secret, route};
+use prometheus_client::registry::Registry;
+
+pub use sync::{SyncError, SyncReport, sync};
+use tokio_util::sync::CancellationToken;
 
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "command-worker";
+
+/// What the worker needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The bot token.
+    pub token: Secret,
+    /// Discord's REST base (`https://discord.com` or a simulator's `http://host:port`).
+    pub api_url: String,
+    /// The application id (interaction webhooks are addressed by it).
+    pub application_id: u64,
+    /// The prefix of message commands (`~~`).
+    pub prefix: String,
+    /// The shard total, to find the voice node that owns a guild.
+    pub shard_total: u32,
+    /// Events handled at once (and the queue prefetch).
+    pub concurrency: u16,
+    /// How long a voice request may wait for its node.
+    pub voice_timeout: Duration,
+}
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bus failed.
+    #[error("bus")]
+    Bus(#[from] bus::Error),
+}
+
+/// The command worker role.
+#[derive(Debug)]
+pub struct CommandWorker {
+    config: Config,
+    bus: bus::Bus,
+    metrics: metrics::Metrics,
+    ready: Arc<AtomicBool>,
+}
+
+impl CommandWorker {
+    /// Prepares the role and registers its metrics.
+    pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
+        Self {
+            config,
+            bus,
+            metrics: metrics::Metrics::register(registry),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True while the worker consumes its queue.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let ready = Arc::clone(&self.ready);
+        move || ready.load(Ordering::Relaxed)
+    }
+
+    /// Consumes until `shutdown`, then stops taking events and finishes the ones it holds.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let concurrency = self.config.concurrency.max(1);
+        let subscription = Subscription::shared(route::COMMAND_WORKER_QUEUE)
+            .bind(route::every_shard("MESSAGE_CREATE"))
+            .bind(route::every_shard("INTERACTION_CREATE"))
+            .prefetch(concurrency);
+        let mut consumer = self.bus.subscribe(subscription).await?;
+        let context = Arc::new(handle::Context {
+            discord: discord::Discord::new(
+                self.config.token.expose(),
+                &self.config.api_url,
+                self.config.application_id,
+                self.metrics.clone(),
+            ),
+            commands: commands::all(),
+            voice: voice::VoiceClient::new(
+                self.bus.clone(),
+                self.config.shard_total,
+                self.config.voice_timeout,
+            ),
+            prefix: self.config.prefix.clone(),
+            metrics: self.metrics.clone(),
+        });
+        self.ready.store(true, Ordering::Relaxed);
+        tracing::info!(prefix = %self.config.prefix, concurrency, "consuming commands");
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                delivery = consumer.next(), if tasks.len() < usize::from(concurrency) => match delivery {
+                    Some(delivery) => {
+                        tasks.spawn(handle::handle(Arc::clone(&context), delivery));
+                    }
+                    None => break,
+                },
+            }
+        }
+        self.ready.store(false, Ordering::Relaxed);
+        // Stop taking events, finish those in hand (their acks need the consumer's channel).
+        let held = tasks.len();
+        if held > 0 {
+            tracing::info!(held, "finishing the events in hand");
+        }
+        let finish = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(20), finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!("events still in hand after 20 s; they go back to the queue");
+        }
+        drop(consumer);
+        Ok(())
+    }
+
+    /// The slash commands, as `PUT /applications/{id}/commands` takes them.
+    pub fn slash_commands() -> Vec<serde_json::Value> {
+        commands::all()
+            .iter()
+            .map(|c| c.definition().slash())
+            .collect()
+    }
+
+    /// The least permissions the commands need, for the invite URL. Never Administrator.
+    pub fn permissions() -> u64 {
+        commands::permissions(&commands::all())
+    }
+}

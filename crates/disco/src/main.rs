@@ -98,6 +98,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::VoiceNode => one_role(Role::VoiceNode, &cli, shutdown).await,
         Command::InteractionsIngress => one_role(Role::InteractionsIngress, &cli, shutdown).await,
         Command::Sim(args) => sim(args, shutdown).await,
+        Command::Commands(settings::CommandsCommand::Sync { guild, dry_run }) => {
+            commands_sync(&cli, *guild, *dry_run).await
+        }
+        Command::InviteUrl => {
+            let application_id = cli.discord.application_id()?;
+            println!(
+                "{}",
+                invite_url(application_id, command_worker::CommandWorker::permissions())
+            );
+            Ok(())
+        }
         Command::Tail(args) => {
             let rabbit = cli
                 .bus
@@ -111,6 +122,46 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(result?)
         }
     }
+}
+
+/// `disco commands sync`: registers the slash commands and says what changed.
+async fn commands_sync(cli: &Cli, guild: Option<u64>, dry_run: bool) -> Result<(), Failure> {
+    let token = cli.discord.token()?;
+    let application_id = cli.discord.application_id()?;
+    let api_url = cli.discord.api_url()?;
+    let report = command_worker::sync(
+        token.expose(),
+        api_url.as_str().trim_end_matches('/'),
+        application_id,
+        guild,
+        dry_run,
+    )
+    .await
+    .context("cannot sync the commands")?;
+    let scope = guild.map_or_else(|| "globally".to_owned(), |g| format!("in guild {g}"));
+    for (what, names) in [
+        ("added", &report.added),
+        ("changed", &report.changed),
+        ("removed", &report.removed),
+        ("unchanged", &report.unchanged),
+    ] {
+        if !names.is_empty() {
+            println!("{what}: {}", names.join(", "));
+        }
+    }
+    match (report.applied, dry_run) {
+        (true, _) => println!("commands registered {scope}"),
+        (false, true) => println!("dry run: nothing sent"),
+        (false, false) => println!("nothing to change {scope}"),
+    }
+    Ok(())
+}
+
+/// The OAuth2 URL that adds the bot with its slash commands and the given permissions.
+fn invite_url(application_id: u64, permissions: u64) -> String {
+    format!(
+        "https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot+applications.commands&permissions={permissions}"
+    )
 }
 
 /// `disco sim`: the simulator alone, with what a client needs to reach it.

@@ -48,8 +48,7 @@ impl Role {
     /// The issue that builds a role not built yet.
     fn missing(self) -> Option<u32> {
         match self {
-            Self::GatewayShard => None,
-            Self::CommandWorker => Some(5),
+            Self::GatewayShard | Self::CommandWorker => None,
             Self::VoiceNode => Some(7),
             Self::InteractionsIngress => Some(6),
         }
@@ -95,7 +94,16 @@ pub(crate) fn build(
                     Box::pin(async move { gateway.run(stop).await.context("gateway-shard") })
                 })
             }
-            Role::CommandWorker | Role::VoiceNode | Role::InteractionsIngress => {
+            Role::CommandWorker => {
+                let config = cli.worker.config(&cli.discord, cli.gateway.shard_total)?;
+                let worker =
+                    command_worker::CommandWorker::new(config, bus.clone(), admin.registry());
+                admin.ready_when(role.name(), worker.readiness());
+                Box::new(move |stop| {
+                    Box::pin(async move { worker.run(stop).await.context("command-worker") })
+                })
+            }
+            Role::VoiceNode | Role::InteractionsIngress => {
                 return Err(BuildError::Missing(role.name().to_owned()));
             }
         };

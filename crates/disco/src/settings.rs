@@ -23,6 +23,70 @@ pub(crate) struct Cli {
     pub(crate) telemetry: TelemetryArgs,
     #[command(flatten)]
     pub(crate) gateway: GatewayArgs,
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
+}
+
+/// command-worker settings.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "command-worker")]
+pub(crate) struct WorkerArgs {
+    /// The prefix of message commands.
+    #[arg(long, env = "DISCO_PREFIX", default_value = "~~", global = true)]
+    pub(crate) prefix: String,
+    /// Events a worker handles at once.
+    #[arg(
+        long,
+        env = "DISCO_WORKER_CONCURRENCY",
+        default_value_t = 64,
+        global = true
+    )]
+    pub(crate) concurrency: u16,
+    /// How long a voice command waits for the voice node, in milliseconds.
+    #[arg(
+        long,
+        env = "DISCO_VOICE_TIMEOUT_MS",
+        default_value_t = 8_000,
+        global = true
+    )]
+    pub(crate) voice_timeout_ms: u64,
+}
+
+impl WorkerArgs {
+    pub(crate) fn config(
+        &self,
+        discord: &DiscordArgs,
+        shard_total: u32,
+    ) -> Result<command_worker::Config, SettingsError> {
+        if self.prefix.trim().is_empty() || self.prefix.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "DISCO_PREFIX",
+                "prefix",
+                "expected a prefix without spaces, like ~~",
+            )
+            .into());
+        }
+        if self.concurrency == 0 {
+            return Err(invalid(
+                "DISCO_WORKER_CONCURRENCY",
+                "concurrency",
+                "expected at least 1",
+            )
+            .into());
+        }
+        if shard_total == 0 {
+            return Err(invalid("DISCO_SHARD_TOTAL", "shard-total", "expected at least 1").into());
+        }
+        Ok(command_worker::Config {
+            token: discord.token()?,
+            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
+            application_id: discord.application_id()?,
+            prefix: self.prefix.clone(),
+            shard_total,
+            concurrency: self.concurrency,
+            voice_timeout: std::time::Duration::from_millis(self.voice_timeout_ms),
+        })
+    }
 }
 
 /// gateway-shard settings.
@@ -135,6 +199,24 @@ pub(crate) enum Command {
     Tail(TailArgs),
     /// A strict local Discord (gateway, REST, signed webhooks) to run Disco against.
     Sim(SimArgs),
+    /// Manage the application's slash commands.
+    #[command(subcommand)]
+    Commands(CommandsCommand),
+    /// Print the URL that invites the bot with the least permissions its commands need.
+    InviteUrl,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CommandsCommand {
+    /// Register the commands (bulk overwrite), printing what was added, changed and removed.
+    Sync {
+        /// Register in this guild only (instant, for testing) instead of globally.
+        #[arg(long)]
+        guild: Option<u64>,
+        /// Show what would change without changing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]

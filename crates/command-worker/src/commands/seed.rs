@@ -1,0 +1,59 @@
+use super::{BoxFuture, Command, Definition, Invocation, Kind, OptionDef, permission};
+use crate::reply::Reply;
+
+/// The original request's command: `테스트` ("test") with a choice of `옵션` ("option") and a
+/// free-text `작성글` ("post"); the answer uses both, spoken by the Discord client (TTS).
+#[derive(Debug)]
+pub(crate) struct Seed;
+
+static DEFINITION: Definition = Definition {
+    name: "테스트",
+    aliases: &["test"],
+    description: "The first command: pick someone and write a post",
+    options: &[
+        OptionDef {
+            name: "옵션",
+            description: "Who the post is for",
+            kind: Kind::String,
+            required: true,
+            choices: &["호빈이", "찬구", "카밀라"],
+            rest: false,
+        },
+        OptionDef {
+            name: "작성글",
+            description: "The post",
+            kind: Kind::String,
+            required: true,
+            choices: &[],
+            rest: true,
+        },
+    ],
+    localized_names: &[("en-US", "test"), ("en-GB", "test")],
+    permissions: permission::SEND_MESSAGES | permission::SEND_TTS_MESSAGES,
+    slow: false,
+};
+
+impl Command for Seed {
+    fn definition(&self) -> &'static Definition {
+        &DEFINITION
+    }
+
+    fn run<'a>(&'a self, invocation: Invocation<'a>) -> BoxFuture<'a, Reply> {
+        Box::pin(async move {
+            let arg = |name: &str| {
+                invocation
+                    .args
+                    .get(name)
+                    .map(super::Arg::text)
+                    .unwrap_or_default()
+            };
+            let mut reply = Reply::text(format!(
+                "{}: {} (첫 메시지 발송 추카추카추)",
+                arg("옵션"),
+                arg("작성글")
+            ));
+            reply.tts = true;
+            reply
+        })
+    }
+}

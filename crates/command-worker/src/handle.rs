@@ -1,0 +1,331 @@
+//! One event, start to finish: parse, run the command, reply, then settle the delivery. The
+//! delivery is acked only once the reply is confirmed by Discord (or refused for good); a
+//! redelivered event cannot reply twice: messages carry the triggering message's id as their
+//! nonce, and an interaction takes one initial response.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bus::{Delivery, Message};
+use disco_proto::Versioned;
+use disco_proto::v1::{GatewayEvent, InteractionReply};
+use serde_json::Value;
+
+use crate::commands::{self, Command, Invocation};
+use crate::discord::{CallError, Discord};
+use crate::metrics::{CommandLabel, DurationLabel, Metrics, ReasonLabel};
+use crate::reply::{self, Reply};
+use crate::voice::VoiceClient;
+
+/// Discord's code for "Interaction has already been acknowledged".
+const ALREADY_ACKNOWLEDGED: u64 = 40060;
+
+/// What the worker shares between events.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) discord: Discord,
+    pub(crate) commands: Vec<Box<dyn Command>>,
+    pub(crate) voice: VoiceClient,
+    pub(crate) prefix: String,
+    pub(crate) metrics: Metrics,
+}
+
+enum Outcome {
+    Done,
+    DeadLetter(&'static str, String),
+}
+
+pub(crate) async fn handle(ctx: Arc<Context>, delivery: Delivery) {
+    ctx.metrics.events.inc();
+    let settled = match process(&ctx, &delivery).await {
+        Outcome::Done => delivery.ack().await,
+        Outcome::DeadLetter(kind, reason) => {
+            tracing::warn!(%reason, "dead-lettering an event");
+            ctx.metrics
+                .dead_letters
+                .get_or_create(&ReasonLabel { reason: kind })
+                .inc();
+            delivery.dead_letter(&reason).await
+        }
+    };
+    if let Err(error) = settled {
+        // It comes back; the nonce (or the interaction's single response) keeps the reply single.
+        tracing::warn!(%error, "could not settle an event");
+    }
+}
+
+async fn process(ctx: &Context, delivery: &Delivery) -> Outcome {
+    let event = match disco_proto::decode::<GatewayEvent>(&delivery.message.body) {
+        Ok(event) => event,
+        Err(error) => {
+            return Outcome::DeadLetter("malformed", format!("not a GatewayEvent: {error}"));
+        }
+    };
+    let now = unix_ms();
+    let age = u64::try_from(now - event.received_at_ms).unwrap_or(0);
+    // The shard's heartbeat latency; an interaction from the HTTP ingress has none, and gets
+    // its time through the platform instead.
+    let latency_ms = event.heartbeat_latency_ms.map_or(age, u64::from);
+    let payload: Value = match serde_json::from_slice(&event.payload) {
+        Ok(payload) => payload,
+        Err(error) => {
+            return Outcome::DeadLetter(
+                "unparseable",
+                format!("{} payload is not JSON: {error}", event.event_name),
+            );
+        }
+    };
+    let started = Instant::now();
+    let outcome = match event.event_name.as_str() {
+        "MESSAGE_CREATE" => message(ctx, &payload, latency_ms).await,
+        "INTERACTION_CREATE" => interaction(ctx, &payload, latency_ms, delivery).await,
+        other => {
+            return Outcome::DeadLetter(
+                "unexpected",
+                format!("the worker does not handle {other}"),
+            );
+        }
+    };
+    if let Some((command, _)) = &outcome.1 {
+        let took = started.elapsed().as_secs_f64() + age as f64 / 1000.0;
+        ctx.metrics
+            .duration
+            .get_or_create(&DurationLabel {
+                command: command.clone(),
+            })
+            .observe(took);
+    }
+    if let Some((command, result)) = outcome.1 {
+        ctx.metrics
+            .commands
+            .get_or_create(&CommandLabel {
+                command,
+                outcome: result,
+            })
+            .inc();
+    }
+    outcome.0
+}
+
+/// The command named, its reply, and how it went (`answered`, `usage`, `unknown`).
+async fn run(
+    ctx: &Context,
+    name: &str,
+    parse: commands::Parsed,
+    place: Place,
+    latency_ms: u64,
+) -> (String, Reply, &'static str) {
+    let prefix = ctx.prefix.as_str();
+    let Some(command) = commands::find(&ctx.commands, name) else {
+        let reply = Reply::text(format!(
+            "unknown command `{name}`; `{prefix}help` (or `/help`) lists the commands"
+        ));
+        return ("unknown".to_owned(), reply, "unknown");
+    };
+    let definition = command.definition();
+    let args = match parse(definition) {
+        Ok(args) => args,
+        Err(problem) => {
+            let reply = Reply::text(format!("{problem}. Usage: `{}`", definition.usage(prefix)));
+            return (definition.name.to_owned(), reply, "usage");
+        }
+    };
+    let invocation = Invocation {
+        args,
+        guild_id: place.guild_id,
+        channel_id: place.channel_id,
+        user_id: place.user_id,
+        latency_ms,
+        prefix,
+        commands: &ctx.commands,
+        voice: &ctx.voice,
+    };
+    (
+        definition.name.to_owned(),
+        command.run(invocation).await,
+        "answered",
+    )
+}
+
+#[derive(Clone, Copy)]
+struct Place {
+    guild_id: Option<u64>,
+    channel_id: u64,
+    user_id: u64,
+}
+
+fn id(value: &Value) -> Option<u64> {
+    value.as_str()?.parse().ok()
+}
+
+type Handled = (Outcome, Option<(String, &'static str)>);
+
+async fn message(ctx: &Context, payload: &Value, latency_ms: u64) -> Handled {
+    let (Some(message_id), Some(channel_id), Some(user_id)) = (
+        id(&payload["id"]),
+        id(&payload["channel_id"]),
+        id(&payload["author"]["id"]),
+    ) else {
+        return (
+            Outcome::DeadLetter(
+                "unparseable",
+                "MESSAGE_CREATE without id, channel_id or author".to_owned(),
+            ),
+            None,
+        );
+    };
+    if payload["author"]["bot"].as_bool() == Some(true) {
+        return (Outcome::Done, None);
+    }
+    let Some(text) = payload["content"]
+        .as_str()
+        .and_then(|c| c.strip_prefix(ctx.prefix.as_str()))
+    else {
+        return (Outcome::Done, None);
+    };
+    let text = text.trim_start();
+    let (name, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    if name.is_empty() {
+        return (Outcome::Done, None);
+    }
+    let place = Place {
+        guild_id: id(&payload["guild_id"]),
+        channel_id,
+        user_id,
+    };
+    let rest = rest.to_owned();
+    let parse: commands::Parsed = Box::new(move |definition| definition.parse_prefix(&rest));
+    let shown = format!("{}{name}", ctx.prefix);
+    let (command, mut reply, result) = run(ctx, name, parse, place, latency_ms).await;
+    if result == "unknown" {
+        reply = Reply::text(
+            reply
+                .content
+                .replacen(&format!("`{name}`"), &format!("`{shown}`"), 1),
+        );
+    }
+    let sent = ctx
+        .discord
+        .create_message(
+            channel_id,
+            &reply.message(&message_id.to_string(), Some(message_id)),
+        )
+        .await;
+    (settle(sent, &command), Some((command, result)))
+}
+
+async fn interaction(
+    ctx: &Context,
+    payload: &Value,
+    latency_ms: u64,
+    delivery: &Delivery,
+) -> Handled {
+    // Type 2: an application command. Components, autocomplete and modals are not used.
+    if payload["type"].as_u64() != Some(2) {
+        return (Outcome::Done, None);
+    }
+    let (Some(interaction_id), Some(token), Some(channel_id)) = (
+        id(&payload["id"]),
+        payload["token"].as_str(),
+        id(&payload["channel_id"]),
+    ) else {
+        return (
+            Outcome::DeadLetter(
+                "unparseable",
+                "INTERACTION_CREATE without id, token or channel_id".to_owned(),
+            ),
+            None,
+        );
+    };
+    let user_id = id(&payload["member"]["user"]["id"])
+        .or_else(|| id(&payload["user"]["id"]))
+        .unwrap_or(0);
+    let place = Place {
+        guild_id: id(&payload["guild_id"]),
+        channel_id,
+        user_id,
+    };
+    let name = payload["data"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let options = payload["data"]["options"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let parse: commands::Parsed = Box::new(move |definition| definition.parse_slash(&options));
+    let slow = commands::find(&ctx.commands, &name).is_some_and(|c| c.definition().slow);
+
+    // From the HTTP ingress: the answer goes back over the bus and becomes the HTTP response
+    // (or, if it comes late, the ingress's edit of its deferred response).
+    if delivery.message.reply_to.is_some() {
+        let (command, reply, result) = run(ctx, &name, parse, place, latency_ms).await;
+        let answer = InteractionReply {
+            response: reply.interaction_response().to_string().into_bytes().into(),
+            ..Default::default()
+        };
+        return match delivery.reply(Message::new(answer.encode_current())).await {
+            Ok(()) => (Outcome::Done, Some((command, result))),
+            Err(error) => (
+                Outcome::DeadLetter("bus", format!("cannot answer the ingress: {error}")),
+                Some((command, "failed")),
+            ),
+        };
+    }
+
+    // From the gateway: a slow command defers first (Discord gives 3 s), then edits.
+    if slow {
+        match ctx
+            .discord
+            .interaction_callback(interaction_id, token, &reply::deferred())
+            .await
+        {
+            Ok(()) => {}
+            // A redelivery: an earlier attempt deferred; finishing it is an edit, as here.
+            Err(CallError::Refused {
+                code: Some(ALREADY_ACKNOWLEDGED),
+                ..
+            }) => {}
+            Err(error) => return (settle(Err(error), &name), Some((name, "failed"))),
+        }
+    }
+    let (command, reply, result) = run(ctx, &name, parse, place, latency_ms).await;
+    let sent = if slow {
+        ctx.discord.edit_original(token, &reply.edit()).await
+    } else {
+        match ctx
+            .discord
+            .interaction_callback(interaction_id, token, &reply.interaction_response())
+            .await
+        {
+            // A redelivery of an interaction an earlier attempt answered: answered once, done.
+            Err(CallError::Refused {
+                code: Some(ALREADY_ACKNOWLEDGED),
+                ..
+            }) => Ok(()),
+            other => other,
+        }
+    };
+    (settle(sent, &command), Some((command, result)))
+}
+
+/// A refused call is final (logged with its route, then acked); an unavailable Discord, after
+/// its retries, dead-letters the event with the reason.
+fn settle(sent: Result<(), CallError>, command: &str) -> Outcome {
+    match sent {
+        Ok(()) => Outcome::Done,
+        Err(error @ CallError::Refused { .. }) => {
+            tracing::warn!(command, %error, "discord refused the reply; not retrying");
+            Outcome::Done
+        }
+        Err(error @ CallError::Unavailable { .. }) => {
+            Outcome::DeadLetter("discord", error.to_string())
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
