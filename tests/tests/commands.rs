@@ -122,6 +122,37 @@ async fn voice_commands_say_when_no_voice_node_answers(transport: Transport) {
     platform.stop().await;
 }
 
+async fn discord_429s_are_waited_out(transport: Transport) {
+    let platform = Platform::start(transport, Options::default()).await;
+    platform
+        .control
+        .post(
+            "/faults",
+            &json!({"status": 429, "route": "messages", "count": 2, "retry_after": 0.3}),
+        )
+        .await
+        .unwrap();
+    let reply = platform.say("~~ping").await;
+    assert!(is_pong(&reply["content"]), "{reply}");
+    // stop() checks that no 429 was ignored.
+    platform.stop().await;
+}
+
+async fn a_5xx_is_retried(transport: Transport) {
+    let platform = Platform::start(transport, Options::default()).await;
+    platform
+        .control
+        .post(
+            "/faults",
+            &json!({"status": 502, "route": "messages", "count": 2}),
+        )
+        .await
+        .unwrap();
+    let reply = platform.say("~~ping").await;
+    assert!(is_pong(&reply["content"]), "{reply}");
+    platform.stop().await;
+}
+
 macro_rules! on_both_buses {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -148,4 +179,6 @@ on_both_buses!(
     the_seed_command_works_in_both_forms,
     mistakes_get_helpful_replies,
     voice_commands_say_when_no_voice_node_answers,
+    discord_429s_are_waited_out,
+    a_5xx_is_retried,
 );

@@ -221,3 +221,74 @@ async fn disco_sim_prints_how_to_reach_it_and_serves_discord() {
     let info = control.get("/info").await.expect("the control API answers");
     assert_eq!(info["rest_url"], format!("http://{address}"));
 }
+
+#[tokio::test]
+async fn commands_sync_is_idempotent_and_the_invite_asks_for_no_administrator() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = discord_sim::Simulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        discord_sim::Config::default(),
+    )
+    .await
+    .unwrap();
+    let env = [
+        ("DISCORD_TOKEN", sim.world.token.clone()),
+        ("DISCO_APPLICATION_ID", sim.world.application_id.to_string()),
+        ("DISCO_DISCORD_API_URL", sim.rest_url.clone()),
+    ];
+    let run = |args: &'static [&'static str]| {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            disco(args, &env)
+        })
+    };
+    let dry = run(&["commands", "sync", "--dry-run"]).await.unwrap();
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(dry.contains("added: ping, 테스트"), "{dry}");
+    assert!(dry.contains("dry run: nothing sent"), "{dry}");
+
+    let first = run(&["commands", "sync"]).await.unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(first.contains("commands registered globally"), "{first}");
+    let second = run(&["commands", "sync"]).await.unwrap();
+    let second = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(second.contains("nothing to change globally"), "{second}");
+    assert!(
+        second
+            .lines()
+            .all(|l| !l.starts_with("added") && !l.starts_with("changed")),
+        "{second}"
+    );
+
+    let invite = run(&["invite-url"]).await.unwrap();
+    let invite = String::from_utf8_lossy(&invite.stdout).trim().to_owned();
+    assert!(
+        invite.starts_with("https://discord.com/oauth2/authorize?client_id="),
+        "{invite}"
+    );
+    assert!(
+        invite.contains("scope=bot+applications.commands"),
+        "{invite}"
+    );
+    let permissions: u64 = invite
+        .rsplit("permissions=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(permissions & (1 << 3), 0, "never Administrator");
+    for needed in [10, 11, 20, 21] {
+        assert_ne!(
+            permissions & (1 << needed),
+            0,
+            "bit {needed} (view, send, connect, speak)"
+        );
+    }
+    sim.stop().await.unwrap();
+}

@@ -13,50 +13,14 @@ use disco_proto::v1::GatewayEvent;
 use disco_proto::{Secret, route};
 use discord_sim::{Config as SimConfig, Control, Simulator};
 use serde_json::{Value, json};
+use tests::{Vhost, rabbitmqctl};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A RabbitMQ virtual host for one test, deleted when dropped.
-struct Vhost {
-    name: String,
-}
-
-impl Vhost {
-    fn new(test: &str) -> Self {
-        let name = format!("disco-test-{test}-{}", std::process::id());
-        rabbitmqctl(&["add_vhost", &name]);
-        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
-        Self { name }
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
-    }
-
-    async fn bus(&self, name: &str) -> Bus {
-        Bus::rabbitmq(RabbitConfig::new(Secret::new(self.url()), name).unwrap())
-            .await
-            .expect("RabbitMQ answers")
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        rabbitmqctl(&["delete_vhost", &self.name]);
-    }
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+async fn bus_on(vhost: &Vhost, name: &str) -> Bus {
+    Bus::rabbitmq(RabbitConfig::new(Secret::new(vhost.url()), name).unwrap())
+        .await
+        .expect("RabbitMQ answers")
 }
 
 /// A `disco gateway-shard` process, killed if still running when dropped.
@@ -150,7 +114,7 @@ async fn two_processes_share_eight_shards_and_a_restart_resumes() {
         .unwrap();
     let control = Control::new(&sim.rest_url);
     let vhost = Vhost::new("split");
-    let bus = vhost.bus("test").await;
+    let bus = bus_on(&vhost, "test").await;
     let mut messages = bus
         .subscribe(Subscription::shared("test.messages").bind(route::every_shard("MESSAGE_CREATE")))
         .await
@@ -244,7 +208,7 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
         .unwrap();
     let control = Control::new(&sim.rest_url);
     let vhost = Vhost::new("outage");
-    let bus = vhost.bus("test").await;
+    let bus = bus_on(&vhost, "test").await;
     let mut messages = bus
         .subscribe(
             Subscription::shared("test.messages")
@@ -283,7 +247,7 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
                 "-q",
                 "--no-table-headers",
                 "-p",
-                &vhost.name,
+                vhost.name(),
                 "pid",
                 "client_properties",
             ]);
