@@ -43,3 +43,10 @@ bench-sim:
 bench-gateway:
     cargo build --locked --release --bin disco
     cargo bench --locked -p gateway-shard --bench publish
+
+# Commands per second and dispatch-to-reply latency: gateway + worker + RabbitMQ (release build).
+bench-commands:
+    cargo bench --locked -p tests --bench commands
+
+# Every benchmark.
+bench: bench-sim bench-gateway bench-commands

@@ -48,9 +48,8 @@ impl Role {
     /// The issue that builds a role not built yet.
     fn missing(self) -> Option<u32> {
         match self {
-            Self::GatewayShard | Self::CommandWorker => None,
+            Self::GatewayShard | Self::CommandWorker | Self::InteractionsIngress => None,
             Self::VoiceNode => Some(7),
-            Self::InteractionsIngress => Some(6),
         }
     }
 }
@@ -103,7 +102,16 @@ pub(crate) fn build(
                     Box::pin(async move { worker.run(stop).await.context("command-worker") })
                 })
             }
-            Role::VoiceNode | Role::InteractionsIngress => {
+            Role::InteractionsIngress => {
+                let config = cli.ingress.config(&cli.discord, cli.gateway.shard_total)?;
+                let ingress =
+                    interactions_ingress::Ingress::new(config, bus.clone(), admin.registry());
+                admin.ready_when(role.name(), ingress.readiness());
+                Box::new(move |stop| {
+                    Box::pin(async move { ingress.run(stop).await.context("interactions-ingress") })
+                })
+            }
+            Role::VoiceNode => {
                 return Err(BuildError::Missing(role.name().to_owned()));
             }
         };

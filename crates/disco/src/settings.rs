@@ -25,6 +25,95 @@ pub(crate) struct Cli {
     pub(crate) gateway: GatewayArgs,
     #[command(flatten)]
     pub(crate) worker: WorkerArgs,
+    #[command(flatten)]
+    pub(crate) ingress: IngressArgs,
+}
+
+/// interactions-ingress settings.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "interactions-ingress")]
+pub(crate) struct IngressArgs {
+    /// Where Discord's interaction webhooks are received.
+    #[arg(
+        long,
+        env = "DISCO_INGRESS_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub(crate) ingress_listen: SocketAddr,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "DISCO_INGRESS_MAX_BODY", default_value_t = 64 * 1024, global = true)]
+    pub(crate) ingress_max_body: usize,
+    /// How far a request's timestamp may be from now, in seconds (replay protection).
+    #[arg(
+        long,
+        env = "DISCO_INGRESS_TIMESTAMP_WINDOW_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub(crate) ingress_timestamp_window_secs: u64,
+    /// How long to wait for the worker before answering "deferred", in milliseconds (Discord
+    /// allows 3000).
+    #[arg(
+        long,
+        env = "DISCO_INGRESS_DEADLINE_MS",
+        default_value_t = 2_500,
+        global = true
+    )]
+    pub(crate) ingress_deadline_ms: u64,
+    /// How long a deferred interaction's answer may still come, in seconds (Discord's tokens
+    /// last 900).
+    #[arg(
+        long,
+        env = "DISCO_INGRESS_LATE_ANSWER_SECS",
+        default_value_t = 120,
+        global = true
+    )]
+    pub(crate) ingress_late_answer_secs: u64,
+}
+
+impl IngressArgs {
+    pub(crate) fn config(
+        &self,
+        discord: &DiscordArgs,
+        shard_total: u32,
+    ) -> Result<interactions_ingress::Config, SettingsError> {
+        if !(100..=2_900).contains(&self.ingress_deadline_ms) {
+            return Err(invalid(
+                "DISCO_INGRESS_DEADLINE_MS",
+                "ingress-deadline-ms",
+                "expected 100 to 2900: Discord drops an interaction not answered within 3 s",
+            )
+            .into());
+        }
+        if !(1..=900).contains(&self.ingress_late_answer_secs) {
+            return Err(invalid(
+                "DISCO_INGRESS_LATE_ANSWER_SECS",
+                "ingress-late-answer-secs",
+                "expected 1 to 900",
+            )
+            .into());
+        }
+        if self.ingress_max_body < 1024 {
+            return Err(invalid(
+                "DISCO_INGRESS_MAX_BODY",
+                "ingress-max-body",
+                "expected at least 1024",
+            )
+            .into());
+        }
+        Ok(interactions_ingress::Config {
+            public_key: discord.public_key()?,
+            application_id: discord.application_id()?,
+            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
+            listen: self.ingress_listen,
+            max_body: self.ingress_max_body,
+            timestamp_window: std::time::Duration::from_secs(self.ingress_timestamp_window_secs),
+            deadline: std::time::Duration::from_millis(self.ingress_deadline_ms),
+            late_answer: std::time::Duration::from_secs(self.ingress_late_answer_secs),
+            shard_total: shard_total.max(1),
+        })
+    }
 }
 
 /// command-worker settings.

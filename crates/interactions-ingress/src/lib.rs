@@ -1,71 +1,139 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Map
+//! - [`Ingress`]: [`Ingress::new`] registers metrics, [`Ingress::run`] serves until shutdown,
+//!   then drains.
+//! - [`PublicKey`]: the application's key, and signature checks.
+//! - `handler`: one request: verify, PING, publish, wait for the answer or defer.
+//! - `metrics`: `disco_interactions_ingress_*`.
 
-use ed25519_dalek::VerifyingKey;
+mod handler;
+mod key;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use key::{KeyError, PublicKey};
 
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "interactions-ingress";
 
-/// The application's Ed25519 public key, which signs every interaction Discord delivers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PublicKey(VerifyingKey);
-
-/// Why a public key was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
-    /// Not 64 hexadecimal characters.
-    #[error("expected 64 hexadecimal characters, got {0} characters")]
-    Length(usize),
-    /// 64 characters, but not all hexadecimal.
-    #[error("expected hexadecimal characters only")]
-    NotHex,
-    /// Decodes to 32 bytes that are not a point on the curve.
-    #[error("not a valid Ed25519 public key")]
-    NotAKey,
+/// What the ingress needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The application's public key.
+    pub public_key: PublicKey,
+    /// The application id (edits of deferred responses are addressed by it).
+    pub application_id: u64,
+    /// Discord's REST base, for those edits.
+    pub api_url: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The largest body accepted; larger is refused with 413 before it is read.
+    pub max_body: usize,
+    /// How far a request's timestamp may be from now (replay protection).
+    pub timestamp_window: Duration,
+    /// How long to wait for the worker before answering "deferred" (Discord allows 3 s).
+    pub deadline: Duration,
+    /// How long after deferring the worker's answer may still come and be edited in.
+    pub late_answer: Duration,
+    /// The shard total, to route an interaction like the gateway would.
+    pub shard_total: u32,
 }
 
-impl PublicKey {
-    /// Parses the key as the developer portal shows it: 64 hexadecimal characters.
-    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        let text = text.trim();
-        if text.len() != 64 {
-            return Err(KeyError::Length(text.chars().count()));
-        }
-        let mut bytes = [0_u8; 32];
-        hex::decode_to_slice(text, &mut bytes).map_err(|_| KeyError::NotHex)?;
-        VerifyingKey::from_bytes(&bytes)
-            .map(Self)
-            .map_err(|_| KeyError::NotAKey)
-    }
-
-    /// The key, for verifying signatures.
-    pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.0
-    }
+/// Why the ingress stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener failed.
+    #[error("cannot listen on {address}")]
+    Listen {
+        /// Where.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{KeyError, PublicKey};
+/// Binds a listener with a backlog deep enough for a burst of interactions arriving at once.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
 
-    #[test]
-    fn public_keys_are_checked() {
-        // RFC 8032, test 1.
-        let valid = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
-        let rows = [
-            (valid, None),
-            ("d75a98", Some(KeyError::Length(6))),
-            (&"z".repeat(64), Some(KeyError::NotHex)),
-            ("", Some(KeyError::Length(0))),
-        ];
-        for (text, want) in rows {
-            assert_eq!(PublicKey::from_hex(text).err(), want, "{text}");
+/// The interactions webhook.
+#[derive(Debug)]
+pub struct Ingress {
+    state: Arc<handler::State>,
+    listen: SocketAddr,
+}
+
+impl Ingress {
+    /// Prepares the role and registers its metrics.
+    pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
+        let listen = config.listen;
+        let state = Arc::new(handler::State::new(
+            config,
+            bus,
+            metrics::Metrics::register(registry),
+        ));
+        Self { state, listen }
+    }
+
+    /// Ready while the bus is up: without it, no interaction can be answered, and Discord should
+    /// try a healthy replica.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let state = Arc::clone(&self.state);
+        move || state.bus.is_connected()
+    }
+
+    /// Binds the configured address and serves until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                address: self.listen,
+                source,
+            })?;
+        self.serve(listener, shutdown).await
+    }
+
+    /// Serves on `listener` until `shutdown`: then stops accepting, finishes the requests in
+    /// hand, and waits (bounded) for the late answers it still has to edit in.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let address = listener.local_addr().unwrap_or(self.listen);
+        tracing::info!(%address, "serving Discord's interactions webhook");
+        let late: TaskTracker = self.state.late.clone();
+        let app = handler::router(Arc::clone(&self.state));
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        late.close();
+        if tokio::time::timeout(self.state.config.late_answer, late.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "late answers still pending at shutdown; their deferred responses stay as they are"
+            );
         }
-        assert_eq!(
-            PublicKey::from_hex(valid)
-                .expect("valid")
-                .verifying_key()
-                .as_bytes()[0],
-            0xd7
-        );
+        served.map_err(|source| Error::Listen { address, source })
     }
 }

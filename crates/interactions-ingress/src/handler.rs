@@ -1,0 +1,317 @@
+//! One request, as Discord sends it: verify the signature over the raw body, answer a PING at
+//! once, publish anything else to the bus as `INTERACTION_CREATE` (the gateway's envelope, with
+//! a reply address), and answer with the worker's reply, or, past the deadline, with "deferred"
+//! and edit the worker's late answer in. One initial response, always.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State as Extract};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bus::{Bus, Destination, Message, PendingReply};
+use disco_proto::v1::{GatewayEvent, InteractionReply};
+use disco_proto::{Versioned, route};
+use serde_json::{Value, json};
+use tokio_util::task::TaskTracker;
+use twilight_http::request::Request as DiscordRequest;
+use twilight_http::response::marker::EmptyBody;
+use twilight_http::routing::Route;
+
+use crate::Config;
+use crate::metrics::{Metrics, OutcomeLabel};
+
+/// A request whose body has not arrived after this long is dropped.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) bus: Bus,
+    pub(crate) late: TaskTracker,
+    metrics: Metrics,
+    discord: twilight_http::Client,
+}
+
+impl State {
+    pub(crate) fn new(config: Config, bus: Bus, metrics: Metrics) -> Self {
+        // Editing a deferred response is a webhook call: the interaction token is the
+        // credential, so the client has no bot token.
+        let mut builder = twilight_http::Client::builder();
+        if let Some(host) = config.api_url.strip_prefix("http://") {
+            builder = builder.proxy(host.trim_end_matches('/').to_owned(), true);
+        } else if let Some(host) = config.api_url.strip_prefix("https://")
+            && host.trim_end_matches('/') != "discord.com"
+        {
+            builder = builder.proxy(host.trim_end_matches('/').to_owned(), false);
+        }
+        Self {
+            config,
+            bus,
+            late: TaskTracker::new(),
+            metrics,
+            discord: builder.build(),
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics
+            .requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+}
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/", post(interaction))
+        .route("/interactions", post(interaction))
+        .with_state(state)
+}
+
+fn refuse(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+fn json_response(body: impl Into<Body>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn interaction(Extract(state): Extract<Arc<State>>, request: Request) -> Response {
+    state.metrics.in_flight.inc();
+    let response = handle(&state, request).await;
+    state.metrics.in_flight.dec();
+    response
+}
+
+async fn handle(state: &Arc<State>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = state.config.max_body;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        state.count("too_large");
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            state.count("too_large");
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Err(_) => {
+            state.count("bad_request");
+            return refuse(StatusCode::REQUEST_TIMEOUT, "request body too slow");
+        }
+    };
+    let verifying = Instant::now();
+    let verified = verify(&state.config, &parts.headers, &body);
+    state
+        .metrics
+        .verify_seconds
+        .observe(verifying.elapsed().as_secs_f64());
+    if !verified {
+        state.count("unauthorized");
+        return refuse(StatusCode::UNAUTHORIZED, "invalid request signature");
+    }
+    let Ok(interaction) = serde_json::from_slice::<Value>(&body) else {
+        state.count("bad_request");
+        return refuse(StatusCode::BAD_REQUEST, "not an interaction");
+    };
+    let (Some(kind), Some(_id), Some(token)) = (
+        interaction["type"].as_u64(),
+        interaction["id"].as_str(),
+        interaction["token"].as_str(),
+    ) else {
+        state.count("bad_request");
+        return refuse(StatusCode::BAD_REQUEST, "not an interaction");
+    };
+    if kind == 1 {
+        state.count("pong");
+        return json_response(r#"{"type":1}"#);
+    }
+    let token = token.to_owned();
+    let guild_id = interaction["guild_id"]
+        .as_str()
+        .and_then(|g| g.parse::<u64>().ok());
+    match forward(state, body, guild_id).await {
+        Ok(pending) => answer(state, pending, token).await,
+        Err(error) => {
+            tracing::warn!(%error, "cannot forward an interaction");
+            state.count("unavailable");
+            // Still one answer for Discord: an apology only the member sees.
+            json_response(
+                json!({"type": 4, "data": {"content": "Disco cannot answer right now; please try again.", "flags": 64, "allowed_mentions": {"parse": []}}})
+                    .to_string(),
+            )
+        }
+    }
+}
+
+/// Checks the headers and the signature over timestamp + raw body, and the timestamp's age.
+fn verify(config: &Config, headers: &HeaderMap, body: &[u8]) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(signature), Some(timestamp)) = (
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+    ) else {
+        return false;
+    };
+    let Ok(sent) = timestamp.parse::<u64>() else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if sent.abs_diff(now) > config.timestamp_window.as_secs() {
+        return false;
+    }
+    config.public_key.verify(signature, timestamp, body)
+}
+
+/// Publishes the interaction as the gateway would, asking for an answer.
+async fn forward(
+    state: &State,
+    body: Bytes,
+    guild_id: Option<u64>,
+) -> Result<PendingReply, bus::Error> {
+    let shard = guild_id.map_or(0, |g| {
+        route::shard_for_guild(g, state.config.shard_total.max(1))
+    });
+    let received_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let event = GatewayEvent {
+        shard_id: shard,
+        event_name: "INTERACTION_CREATE".to_owned(),
+        guild_id,
+        received_at_ms,
+        payload: body,
+        ..Default::default()
+    };
+    let key = route::event_key("INTERACTION_CREATE", shard);
+    state
+        .bus
+        .request(
+            Destination::Event(key),
+            Message::new(event.encode_current()),
+        )
+        .await
+}
+
+/// The worker's answer if it comes within the deadline; otherwise "deferred", and its late
+/// answer edited in when it comes.
+async fn answer(state: &Arc<State>, mut pending: PendingReply, token: String) -> Response {
+    let started = Instant::now();
+    match tokio::time::timeout(state.config.deadline, &mut pending).await {
+        Ok(Ok(reply)) => {
+            state
+                .metrics
+                .reply_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match disco_proto::decode::<InteractionReply>(&reply.body) {
+                Ok(reply) => {
+                    state.count("answered");
+                    json_response(reply.response)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the worker's answer is not an InteractionReply");
+                    state.count("unavailable");
+                    json_response(
+                        r#"{"type":4,"data":{"content":"Something went wrong.","flags":64}}"#,
+                    )
+                }
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the answer was lost");
+            state.count("unavailable");
+            json_response(
+                r#"{"type":4,"data":{"content":"Disco cannot answer right now; please try again.","flags":64}}"#,
+            )
+        }
+        Err(_) => {
+            state.count("deferred");
+            state.metrics.deadline_misses.inc();
+            let state_for_edit = Arc::clone(state);
+            state
+                .late
+                .spawn(async move { edit_late(&state_for_edit, pending, &token, started).await });
+            json_response(r#"{"type":5}"#)
+        }
+    }
+}
+
+async fn edit_late(state: &State, pending: PendingReply, token: &str, started: Instant) {
+    let outcome = |outcome: &'static str| {
+        state
+            .metrics
+            .late_edits
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    };
+    let waited = state.config.late_answer.saturating_sub(started.elapsed());
+    let reply = match tokio::time::timeout(waited, pending).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!("no answer came for a deferred interaction");
+            outcome("lost");
+            return;
+        }
+    };
+    state
+        .metrics
+        .reply_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let Ok(reply) = disco_proto::decode::<InteractionReply>(&reply.body) else {
+        outcome("failed");
+        return;
+    };
+    let data = serde_json::from_slice::<Value>(&reply.response)
+        .map(|r| r["data"].clone())
+        .unwrap_or(Value::Null);
+    let edit = json!({
+        "content": data["content"],
+        "embeds": data.get("embeds").cloned().unwrap_or(json!([])),
+        "allowed_mentions": data.get("allowed_mentions").cloned().unwrap_or(json!({"parse": []})),
+    });
+    let route = Route::UpdateInteractionOriginal {
+        application_id: state.config.application_id,
+        interaction_token: token,
+    };
+    let request = match DiscordRequest::builder(&route)
+        .json(&edit)
+        .use_authorization_token(false)
+        .build()
+    {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(%error, "cannot build the edit");
+            outcome("failed");
+            return;
+        }
+    };
+    match state.discord.request::<EmptyBody>(request).await {
+        Ok(_) => outcome("edited"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot edit a deferred response");
+            outcome("failed");
+        }
+    }
+}

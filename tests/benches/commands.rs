@@ -1,0 +1,114 @@
+//! Commands answered per second, and latency from Discord's dispatch to the reply reaching
+//! Discord, with the gateway, a worker and the simulator in this process and the real RabbitMQ
+//! between them. CPU per command is split between this process and the broker.
+//!
+//! `just bench-commands`. `COMMANDS` sets the count (default 3000).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use discord_sim::world::Limit;
+use serde_json::json;
+use tests::{Options, Platform, Transport};
+
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum::<f64>()
+    }) / 100.0
+}
+
+fn broker_pid() -> Option<u32> {
+    let output = std::process::Command::new("pgrep")
+        .args(["-f", "beam.smp.*rabbit"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn main() {
+    let count: usize = std::env::var("COMMANDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut options = Options::default();
+        let generous = Limit { limit: 1_000_000, window_ms: 1_000 };
+        options.world.rate_limits.messages_per_channel = generous;
+        options.world.rate_limits.global = generous;
+        let platform = Platform::start(Transport::RabbitMq, options).await;
+        let (channel, member) = platform.general();
+        let me = std::process::id();
+        let broker = broker_pid();
+        let (cpu_before, broker_before) = (cpu_seconds(me), broker.map_or(0.0, cpu_seconds));
+        let started = Instant::now();
+        platform
+            .control
+            .post("/messages/bulk", &json!({
+                "channel_id": channel.to_string(),
+                "author_id": member.to_string(),
+                "content": "~~테스트 찬구",
+                "count": count,
+            }))
+            .await
+            .unwrap();
+        let sent = loop {
+            let sent: Vec<serde_json::Value> = platform
+                .control
+                .sent()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e["kind"] == "message")
+                .collect();
+            if sent.len() >= count {
+                break sent;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(me) - cpu_before;
+        let broker_cpu = broker.map_or(0.0, cpu_seconds) - broker_before;
+        let mut latencies: Vec<u64> = sent
+            .iter()
+            .map(|e| {
+                let nonce: u64 = e["nonce"].as_str().unwrap().parse().unwrap();
+                e["at_ms"].as_u64().unwrap() - ((nonce >> 22) + DISCORD_EPOCH_MS)
+            })
+            .collect();
+        latencies.sort_unstable();
+        let at = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+        println!(
+            "commands: {count} answered in {elapsed:.2} s = {:.0}/s; dispatch-to-reply latency p50 {} ms, p99 {} ms, max {} ms",
+            count as f64 / elapsed,
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+        println!(
+            "  CPU per command: {:.0} us in this process (simulator + gateway + worker), {:.0} us in RabbitMQ",
+            cpu / count as f64 * 1e6,
+            broker_cpu / count as f64 * 1e6
+        );
+        println!("  (a burst: all {count} dispatched at once, so latency includes queueing behind the burst)");
+        platform.stop().await;
+    });
+}
