@@ -48,5 +48,9 @@ bench-gateway:
 bench-commands:
     cargo bench --locked -p tests --bench commands
 
+# The interactions webhook under load: PING and commands, requests per second and latency.
+bench-ingress:
+    cargo bench --locked -p interactions-ingress --bench load
+
 # Every benchmark.
-bench: bench-sim bench-gateway bench-commands
+bench: bench-sim bench-gateway bench-commands bench-ingress

@@ -96,6 +96,9 @@ pub struct Options {
     pub voice_timeout: Duration,
     /// The simulator's world.
     pub world: discord_sim::World,
+    /// Run the interactions ingress too, and have the simulator deliver interactions to it
+    /// (signed webhooks) instead of over the gateway.
+    pub ingress: bool,
 }
 
 impl Default for Options {
@@ -110,6 +113,7 @@ impl Default for Options {
         Self {
             voice_timeout: Duration::from_secs(1),
             world,
+            ingress: false,
         }
     }
 }
@@ -122,9 +126,17 @@ impl Platform {
     /// When something cannot start: a test has nothing to test then.
     pub async fn start(transport: Transport, options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let ingress_listener = options.ingress.then(|| {
+            interactions_ingress::bind("127.0.0.1:0".parse().expect("an address")).expect("binds")
+        });
         let config = SimConfig {
             world: options.world.clone(),
-            interactions_url: None,
+            interactions_url: ingress_listener.as_ref().map(|l| {
+                format!(
+                    "http://{}/interactions",
+                    l.local_addr().expect("an address")
+                )
+            }),
         };
         let sim = Simulator::start("127.0.0.1:0".parse().expect("an address"), config)
             .await
@@ -202,6 +214,31 @@ impl Platform {
             gateway.run(gateway_stop).await.expect("the gateway runs");
         }));
         wait_for(&gateway_ready).await;
+        if let Some(listener) = ingress_listener {
+            let ingress = interactions_ingress::Ingress::new(
+                interactions_ingress::Config {
+                    public_key: interactions_ingress::PublicKey::from_hex(&sim.public_key)
+                        .expect("the simulator's key"),
+                    application_id: world.application_id,
+                    api_url: sim.rest_url.clone(),
+                    listen: listener.local_addr().expect("an address"),
+                    max_body: 64 * 1024,
+                    timestamp_window: Duration::from_secs(300),
+                    deadline: Duration::from_millis(2_500),
+                    late_answer: Duration::from_secs(30),
+                    shard_total: world.recommended_shards,
+                },
+                bus.clone(),
+                &mut Registry::default(),
+            );
+            let ingress_stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                ingress
+                    .serve(listener, ingress_stop)
+                    .await
+                    .expect("the ingress runs");
+            }));
+        }
         Self {
             sim,
             control,
