@@ -77,11 +77,15 @@ pub(crate) fn build(
                 .map(|issue| format!("{} (issue #{issue})", role.name()))
         })
         .collect();
-    if !missing.is_empty() {
+    // Asked for alone, a missing role is an error; within `disco up`, the others run without it.
+    if roles.len() == 1 && !missing.is_empty() {
         return Err(BuildError::Missing(missing.join(", ")));
     }
+    if !missing.is_empty() {
+        tracing::warn!(missing = %missing.join(", "), "running without roles that are not built yet");
+    }
     let mut built: Vec<(Role, Run)> = Vec::new();
-    for &role in roles {
+    for &role in roles.iter().filter(|role| role.missing().is_none()) {
         let run: Run = match role {
             Role::GatewayShard => {
                 let hostname = std::env::var("HOSTNAME").ok();

@@ -219,3 +219,92 @@ async fn disconnects_reconnects_and_invalid_sessions_are_handled() {
     assert!(control.violations().await.unwrap().is_empty());
     sim.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn shard_commands_are_sent_and_bad_ones_dead_lettered() {
+    use bus::{Destination, Message};
+    use disco_proto::Versioned;
+    use disco_proto::v1::{ShardCommand, VoiceStateUpdate, shard_command};
+
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let bus = Bus::in_memory(Limits::default());
+    let mut voice = bus
+        .subscribe(
+            Subscription::shared("test.voice").bind(route::every_shard("VOICE_SERVER_UPDATE")),
+        )
+        .await
+        .unwrap();
+    let mut dead = bus
+        .subscribe(Subscription::shared("test.dead").bind_dead_letters(route::shard_queue(0)))
+        .await
+        .unwrap();
+    let gateway = start(&sim, &bus, ShardRange::new(0, 1, 1).unwrap());
+    gateway.until_ready().await;
+
+    let guild = &sim.world.guilds[0];
+    let join = ShardCommand {
+        shard_id: 0,
+        command: Some(shard_command::Command::VoiceStateUpdate(VoiceStateUpdate {
+            guild_id: guild.id,
+            channel_id: Some(guild.channels[2].id),
+            self_deaf: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    bus.publish(
+        Destination::Queue(route::shard_queue(0)),
+        Message::new(join.encode_current()),
+    )
+    .await
+    .unwrap();
+    // Discord answers op 4 with VOICE_SERVER_UPDATE, which the gateway publishes.
+    let server = next_event(&mut voice).await;
+    assert_eq!(server.guild_id, Some(guild.id));
+
+    bus.publish(
+        Destination::Queue(route::shard_queue(0)),
+        Message::new(&b"garbage"[..]),
+    )
+    .await
+    .unwrap();
+    let letter = tokio::time::timeout(PATIENCE, dead.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(letter.message.headers[bus::DEAD_REASON_HEADER].starts_with("not a ShardCommand"));
+    letter.ack().await.unwrap();
+    gateway.stop().await;
+    assert!(control.violations().await.unwrap().is_empty());
+    sim.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spent_session_budget_refuses_to_start() {
+    let mut config = SimConfig::default();
+    config.world.session_start_limit = 1;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let bus = Bus::in_memory(Limits::default());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let gateway = GatewayShard::new(config_for_two(&sim), bus, &mut Registry::default());
+    let error = gateway
+        .run(CancellationToken::new())
+        .await
+        .expect_err("two shards, one identify left");
+    assert!(
+        error
+            .to_string()
+            .contains("1 identifies left and 2 shards need one"),
+        "{error}"
+    );
+    sim.stop().await.unwrap();
+}
+
+fn config_for_two(sim: &Simulator) -> Config {
+    config(sim, ShardRange::new(0, 2, 2).unwrap())
+}
