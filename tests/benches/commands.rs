@@ -2,7 +2,11 @@
 //! Discord, with the gateway, a worker and the simulator in this process and the real RabbitMQ
 //! between them. CPU per command is split between this process and the broker.
 //!
-//! `just bench-commands`. `COMMANDS` sets the count (default 3000).
+//! Message replies are bounded by Discord's global limit of 50 requests per second per bot,
+//! which twilight-http enforces in the client; a burst above it measures that limit, so the
+//! load is paced: `RATE` commands per second (default 40) for `SECONDS` (default 20).
+//!
+//! `just bench-commands`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,10 +45,14 @@ fn broker_pid() -> Option<u32> {
 }
 
 fn main() {
-    let count: usize = std::env::var("COMMANDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3_000);
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let (rate, seconds) = (env("RATE", 40), env("SECONDS", 20));
+    let count = rate * seconds;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,16 +68,21 @@ fn main() {
         let broker = broker_pid();
         let (cpu_before, broker_before) = (cpu_seconds(me), broker.map_or(0.0, cpu_seconds));
         let started = Instant::now();
-        platform
-            .control
-            .post("/messages/bulk", &json!({
-                "channel_id": channel.to_string(),
-                "author_id": member.to_string(),
-                "content": "~~테스트 찬구",
-                "count": count,
-            }))
-            .await
-            .unwrap();
+        // Ten batches a second.
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        for _ in 0..seconds * 10 {
+            tick.tick().await;
+            platform
+                .control
+                .post("/messages/bulk", &json!({
+                    "channel_id": channel.to_string(),
+                    "author_id": member.to_string(),
+                    "content": "~~테스트 찬구",
+                    "count": rate / 10,
+                }))
+                .await
+                .unwrap();
+        }
         let sent = loop {
             let sent: Vec<serde_json::Value> = platform
                 .control
@@ -82,7 +95,7 @@ fn main() {
             if sent.len() >= count {
                 break sent;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         };
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds(me) - cpu_before;
@@ -108,7 +121,7 @@ fn main() {
             cpu / count as f64 * 1e6,
             broker_cpu / count as f64 * 1e6
         );
-        println!("  (a burst: all {count} dispatched at once, so latency includes queueing behind the burst)");
+        println!("  (paced at {rate} commands/s for {seconds} s; Discord allows a bot 50 requests/s)");
         platform.stop().await;
     });
 }
