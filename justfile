@@ -10,6 +10,10 @@ default:
 run *ARGS:
     scripts/run {{ARGS}}
 
+# Every role and the Discord simulator in one process, with a short scripted session.
+demo *ARGS:
+    scripts/run demo {{ARGS}}
+
 # Every test, as CI runs them.
 test *ARGS:
     scripts/test {{ARGS}}

@@ -9,6 +9,7 @@
 //! Only this crate reads arguments and the environment and handles signals; the roles are
 //! libraries it composes.
 
+mod demo;
 mod roles;
 mod settings;
 mod tail;
@@ -84,8 +85,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "{missing}\n\n\
                      `disco up` serves a real Discord application, so it needs DISCORD_TOKEN,\n\
                      DISCO_APPLICATION_ID and DISCO_PUBLIC_KEY from the application's page in\n\
-                     Discord's developer portal. Without one, Disco's own Discord simulator will let\n\
-                     you try everything offline with `disco demo` (not built yet: issues #3 and #9)."
+                     Discord's developer portal. Without one, try everything offline against Disco's\n\
+                     own Discord simulator: `disco demo`."
                 )),
                 invalid => invalid.into(),
             })?;
@@ -98,6 +99,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::VoiceNode => one_role(Role::VoiceNode, &cli, shutdown).await,
         Command::InteractionsIngress => one_role(Role::InteractionsIngress, &cli, shutdown).await,
         Command::Sim(args) => sim(args, shutdown).await,
+        Command::Demo(args) => {
+            match demo::run(args, cli.telemetry.metrics_listen, shutdown).await? {
+                true => Ok(()),
+                false => Err(Failure::Runtime(anyhow::anyhow!(
+                    "a demo step did not get its answer"
+                ))),
+            }
+        }
         Command::Commands(settings::CommandsCommand::Sync { guild, dry_run }) => {
             commands_sync(&cli, *guild, *dry_run).await
         }
@@ -232,7 +241,7 @@ async fn one_role(role: Role, cli: &Cli, shutdown: CancellationToken) -> Result<
 }
 
 /// Builds the roles, serves the admin endpoints, and runs the roles until shutdown.
-async fn run_roles(
+pub(crate) async fn run_roles(
     roles: &[Role],
     bus: &Bus,
     cli: &Cli,

@@ -288,11 +288,26 @@ pub(crate) enum Command {
     Tail(TailArgs),
     /// A strict local Discord (gateway, REST, signed webhooks) to run Disco against.
     Sim(SimArgs),
+    /// The Discord simulator and every role in one process, with a short scripted session.
+    Demo(DemoArgs),
     /// Manage the application's slash commands.
     #[command(subcommand)]
     Commands(CommandsCommand),
     /// Print the URL that invites the bot with the least permissions its commands need.
     InviteUrl,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Run the scripted session and exit: 0 if every step got the answer it should.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Where the demo's simulator listens.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub(crate) listen: SocketAddr,
+    /// Where the demo's ingress listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) ingress_listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

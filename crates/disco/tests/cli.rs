@@ -292,3 +292,35 @@ async fn commands_sync_is_idempotent_and_the_invite_asks_for_no_administrator() 
     }
     sim.stop().await.unwrap();
 }
+
+#[test]
+fn disco_demo_once_shows_the_answers_and_exits_zero() {
+    let output = disco(
+        &[
+            "demo",
+            "--once",
+            "--listen",
+            "127.0.0.1:0",
+            "--ingress-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("alice types in #general: ~~ping"),
+        "{printed}"
+    );
+    assert!(printed.contains("  Disco answers: pong! ("), "{printed}");
+    assert!(
+        printed.contains("Disco answers (read aloud): 찬구: 첫 글입니다"),
+        "{printed}"
+    );
+}
