@@ -55,6 +55,10 @@ impl Metrics {
             dead_letters: Family::default(),
             events: Counter::default(),
         };
+        // Every reason from the start, so a dashboard shows 0 rather than nothing.
+        for reason in ["malformed", "unparseable", "unexpected", "bus", "discord"] {
+            let _ = metrics.dead_letters.get_or_create(&ReasonLabel { reason });
+        }
         let r = registry.sub_registry_with_prefix("command_worker");
         r.register(
             "commands",

@@ -207,6 +207,13 @@ impl GatewayShard {
     /// Prepares the role and registers its metrics.
     pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
         let metrics = metrics::Metrics::register(registry);
+        // Every owned shard from the start, so a dashboard shows 0 rather than nothing.
+        for shard in config.shards.ids() {
+            let label = metrics::ShardLabel { shard };
+            let _ = metrics.identifies.get_or_create(&label);
+            let _ = metrics.resumes.get_or_create(&label);
+            let _ = metrics.shard_state.get_or_create(&label);
+        }
         let ready = config
             .shards
             .ids()

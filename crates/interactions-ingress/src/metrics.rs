@@ -34,6 +34,21 @@ impl Metrics {
             late_edits: Family::default(),
             in_flight: Gauge::default(),
         };
+        // Every outcome from the start, so a dashboard shows 0 rather than nothing.
+        for outcome in [
+            "pong",
+            "answered",
+            "deferred",
+            "unauthorized",
+            "bad_request",
+            "too_large",
+            "unavailable",
+        ] {
+            let _ = metrics.requests.get_or_create(&OutcomeLabel { outcome });
+        }
+        for outcome in ["edited", "failed", "lost"] {
+            let _ = metrics.late_edits.get_or_create(&OutcomeLabel { outcome });
+        }
         let r = registry.sub_registry_with_prefix("interactions_ingress");
         r.register("requests", "Requests, by outcome", metrics.requests.clone());
         r.register(
