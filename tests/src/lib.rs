@@ -341,6 +341,51 @@ impl Platform {
     }
 }
 
+/// Waits until `count` shards are connected to the simulator with a session.
+///
+/// # Panics
+/// When they are not within [`PATIENCE`] (three times over, for processes starting up).
+pub async fn until_shards_connected(control: &Control, count: usize) {
+    tokio::time::timeout(PATIENCE * 3, async {
+        loop {
+            let state = control.get("/shards").await.expect("the simulator answers");
+            let connected = state["shards"].as_array().map_or(0, |shards| {
+                shards
+                    .iter()
+                    .filter(|s| s["connected"] == true && s["session_id"].is_string())
+                    .count()
+            });
+            if connected == count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("shards connected in time");
+}
+
+/// Dispatches `count` messages from the first member of the first guild in its general
+/// channel: `content` followed by ` #n`.
+///
+/// # Panics
+/// When the simulator refuses.
+pub async fn say_many(sim: &Simulator, content: &str, count: usize) {
+    let guild = &sim.world.guilds[0];
+    Control::new(&sim.rest_url)
+        .post(
+            "/messages/bulk",
+            &serde_json::json!({
+                "channel_id": guild.channels[0].id.to_string(),
+                "author_id": guild.members[0].id.to_string(),
+                "content": content,
+                "count": count,
+            }),
+        )
+        .await
+        .expect("the simulator takes them");
+}
+
 async fn wait_for(ready: &(impl Fn() -> bool + ?Sized)) {
     tokio::time::timeout(PATIENCE, async {
         while !ready() {

@@ -12,8 +12,8 @@ use bus::{Bus, Consumer, RabbitConfig, Subscription};
 use disco_proto::v1::GatewayEvent;
 use disco_proto::{Secret, route};
 use discord_sim::{Config as SimConfig, Control, Simulator};
-use serde_json::{Value, json};
-use tests::{Vhost, rabbitmqctl};
+use serde_json::Value;
+use tests::{Vhost, rabbitmqctl, say_many, until_shards_connected};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -71,26 +71,6 @@ async fn shard_logs(control: &Control) -> Vec<Value> {
         .clone()
 }
 
-/// Waits until `count` shards are connected with a session whose last event has arrived.
-async fn until_connected(control: &Control, count: usize) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let logs = shard_logs(control).await;
-            if logs
-                .iter()
-                .filter(|s| s["connected"] == true && s["session_id"].is_string())
-                .count()
-                == count
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("shards connected in time");
-}
-
 async fn content(consumer: &mut Consumer) -> String {
     let delivery = tokio::time::timeout(PATIENCE, consumer.next())
         .await
@@ -123,7 +103,7 @@ async fn two_processes_share_eight_shards_and_a_restart_resumes() {
     let common = ["--shard-total", "8", "--buckets", "2", "--bucket"];
     let first = Gateway::start(&sim, &vhost, &[&common[..], &["0"]].concat());
     let second = Gateway::start(&sim, &vhost, &[&common[..], &["1"]].concat());
-    until_connected(&control, 8).await;
+    until_shards_connected(&control, 8).await;
 
     // Discord's rule across both processes: one IDENTIFY per bucket (shard % 2) per 5 s.
     let mut by_bucket: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -174,7 +154,7 @@ async fn two_processes_share_eight_shards_and_a_restart_resumes() {
         heard,
         BTreeSet::from(["while down 0".to_owned(), "while down 1".to_owned()])
     );
-    until_connected(&control, 8).await;
+    until_shards_connected(&control, 8).await;
     for log in shard_logs(&control).await {
         assert_eq!(
             log["identifies"].as_array().unwrap().len(),
@@ -218,21 +198,9 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
         .await
         .unwrap();
     let gateway = Gateway::start(&sim, &vhost, &["--shard-total", "1"]);
-    until_connected(&control, 1).await;
+    until_shards_connected(&control, 1).await;
 
-    let guild = &sim.world.guilds[0];
-    control
-        .post(
-            "/messages/bulk",
-            &json!({
-                "channel_id": guild.channels[0].id.to_string(),
-                "author_id": guild.members[0].id.to_string(),
-                "content": "m",
-                "count": COUNT,
-            }),
-        )
-        .await
-        .unwrap();
+    say_many(&sim, "m", COUNT).await;
     let mut seen = BTreeSet::new();
     let mut deliveries = 0;
     let mut closed = 0;

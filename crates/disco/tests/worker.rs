@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use discord_sim::{Config as SimConfig, Control, Simulator, world::Limit};
-use serde_json::{Value, json};
-use tests::Vhost;
+use serde_json::Value;
+use tests::{Vhost, say_many, until_shards_connected};
 
 const COMMANDS: usize = 3_000;
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -65,31 +65,9 @@ async fn three_workers_answer_3000_commands_exactly_once_despite_a_sigkill() {
     // Workers declare the queue; give them a moment before events flow.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _gateway = disco("gateway-shard", &sim, &vhost);
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let shards = control.get("/shards").await.unwrap();
-            if shards["shards"][0]["connected"] == true {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the gateway connects");
+    until_shards_connected(&control, 1).await;
 
-    let guild = &sim.world.guilds[0];
-    control
-        .post(
-            "/messages/bulk",
-            &json!({
-                "channel_id": guild.channels[0].id.to_string(),
-                "author_id": guild.members[0].id.to_string(),
-                "content": "~~테스트 찬구",
-                "count": COMMANDS,
-            }),
-        )
-        .await
-        .unwrap();
+    say_many(&sim, "~~테스트 찬구", COMMANDS).await;
 
     let mut killed = false;
     let answered = tokio::time::timeout(PATIENCE, async {

@@ -71,6 +71,15 @@ pub(crate) fn error(status: StatusCode, code: u32, message: &str) -> Response {
         .into_response()
 }
 
+/// Discord's answer to a body that is not JSON (or not the JSON the route takes).
+fn invalid_json() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        50109,
+        "The request body contains invalid JSON.",
+    )
+}
+
 fn invalid_form(detail: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
@@ -376,11 +385,7 @@ async fn create_message(
         Err(response) => return response,
     };
     let Ok(new) = serde_json::from_slice::<NewMessage>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            50109,
-            "The request body contains invalid JSON.",
-        );
+        return invalid_json();
     };
     let world = &sim.world;
     let Some((guild, channel)) = world.channel(channel_id) else {
@@ -661,11 +666,7 @@ fn create_command(
         Err(response) => return response,
     };
     let Ok(command) = serde_json::from_slice::<Value>(body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            50109,
-            "The request body contains invalid JSON.",
-        );
+        return invalid_json();
     };
     if let Err(problem) = check_command(&command) {
         return invalid_form(&problem);
@@ -707,11 +708,7 @@ fn overwrite_commands(
         Err(response) => return response,
     };
     let Ok(Value::Array(commands)) = serde_json::from_slice::<Value>(body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            50109,
-            "The request body contains invalid JSON.",
-        );
+        return invalid_json();
     };
     if commands.len() > 100 {
         return invalid_form("at most 100 commands");
@@ -932,11 +929,7 @@ async fn interaction_callback(
         return error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
     }
     let Ok(response) = serde_json::from_slice::<Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            50109,
-            "The request body contains invalid JSON.",
-        );
+        return invalid_json();
     };
     match initial_response(&sim, id, &response, "callback") {
         Ok(entry) if query.with_response => {
@@ -1016,11 +1009,7 @@ async fn edit_original(
         Err(response) => return response,
     };
     let Ok(edit) = serde_json::from_slice::<Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            50109,
-            "The request body contains invalid JSON.",
-        );
+        return invalid_json();
     };
     let mut state = sim.lock();
     let Some(message_id) = state.interactions.get(&id).and_then(|i| i.original) else {
@@ -1094,11 +1083,7 @@ async fn followup(
         Err(response) => return response,
     };
     let Ok(new) = serde_json::from_slice::<NewMessage>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            50109,
-            "The request body contains invalid JSON.",
-        );
+        return invalid_json();
     };
     if let Err(problem) = check_content(new.content.as_deref(), new.embeds.as_deref()) {
         return error(StatusCode::BAD_REQUEST, 50006, problem);
