@@ -17,7 +17,12 @@ impl Compressor {
     pub(crate) fn for_query(compress: Option<&str>) -> Option<Self> {
         match compress {
             None => Some(Self::None),
-            Some("zstd-stream") => Some(Self::Zstd(Box::new(CCtx::create()))),
+            Some("zstd-stream") => {
+                let mut context = CCtx::create();
+                // The fastest level: the simulator must never be the bottleneck it measures.
+                let _ = context.set_parameter(zstd_safe::CParameter::CompressionLevel(1));
+                Some(Self::Zstd(Box::new(context)))
+            }
             Some("zlib-stream") => Some(Self::Zlib(Box::new(Compress::new(
                 Compression::fast(),
                 true,
