@@ -68,6 +68,20 @@ fn start(sim: &Simulator, bus: &Bus, shards: ShardRange) -> Running {
     Running { stop, task, ready }
 }
 
+/// A simulator, its control API, an in-memory bus, and a consumer of every MESSAGE_CREATE.
+async fn setup() -> (Simulator, Control, Bus, Consumer) {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let bus = Bus::in_memory(Limits::default());
+    let messages = bus
+        .subscribe(Subscription::shared("test.messages").bind(route::every_shard("MESSAGE_CREATE")))
+        .await
+        .unwrap();
+    (sim, control, bus, messages)
+}
+
 async fn next_event(consumer: &mut Consumer) -> GatewayEvent {
     let delivery = tokio::time::timeout(PATIENCE, consumer.next())
         .await
@@ -87,15 +101,7 @@ async fn shards(control: &Control) -> Vec<Value> {
 
 #[tokio::test]
 async fn dispatches_are_published_as_discord_sent_them() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
-    let bus = Bus::in_memory(Limits::default());
-    let mut messages = bus
-        .subscribe(Subscription::shared("test.messages").bind(route::every_shard("MESSAGE_CREATE")))
-        .await
-        .unwrap();
+    let (sim, control, bus, mut messages) = setup().await;
     let gateway = start(&sim, &bus, ShardRange::new(0, 2, 2).unwrap());
     gateway.until_ready().await;
 
@@ -118,15 +124,7 @@ async fn dispatches_are_published_as_discord_sent_them() {
 
 #[tokio::test]
 async fn a_restarted_gateway_resumes_and_publishes_what_it_missed() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
-    let bus = Bus::in_memory(Limits::default());
-    let mut messages = bus
-        .subscribe(Subscription::shared("test.messages").bind(route::every_shard("MESSAGE_CREATE")))
-        .await
-        .unwrap();
+    let (sim, control, bus, mut messages) = setup().await;
     let range = ShardRange::new(0, 1, 1).unwrap();
     let guild = &sim.world.guilds[0];
     let (channel, alice) = (guild.channels[0].id, guild.members[0].id);
@@ -163,15 +161,7 @@ async fn a_restarted_gateway_resumes_and_publishes_what_it_missed() {
 
 #[tokio::test]
 async fn disconnects_reconnects_and_invalid_sessions_are_handled() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
-    let bus = Bus::in_memory(Limits::default());
-    let mut messages = bus
-        .subscribe(Subscription::shared("test.messages").bind(route::every_shard("MESSAGE_CREATE")))
-        .await
-        .unwrap();
+    let (sim, control, bus, mut messages) = setup().await;
     let gateway = start(&sim, &bus, ShardRange::new(0, 1, 1).unwrap());
     gateway.until_ready().await;
     let guild = &sim.world.guilds[0];
