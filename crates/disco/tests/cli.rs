@@ -305,15 +305,14 @@ fn disco_demo_once_shows_the_answers_and_exits_zero() {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--log",
+            "debug",
         ],
         &[],
     );
     let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let logged = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{printed}\n{logged}");
     assert!(
         printed.contains("alice types in #general: ~~ping"),
         "{printed}"
@@ -322,5 +321,12 @@ fn disco_demo_once_shows_the_answers_and_exits_zero() {
     assert!(
         printed.contains("Disco answers (read aloud): 찬구: 첫 글입니다"),
         "{printed}"
+    );
+    // Every role ran with the simulator's token, logging at debug: it appears nowhere.
+    let token = discord_sim::World::default().token;
+    assert!(logged.lines().count() > 20, "debug logs were written");
+    assert!(
+        !printed.contains(&token) && !logged.contains(&token),
+        "the token leaked"
     );
 }
