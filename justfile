@@ -46,7 +46,7 @@ bench-sim:
 # Gateway throughput with confirms, CPU per event, and idle memory of 16 shards (release build).
 bench-gateway:
     cargo build --locked --release --bin disco
-    cargo bench --locked -p gateway-shard --bench publish
+    cargo bench --locked -p tests --bench gateway
 
 # Commands per second and dispatch-to-reply latency: gateway + worker + RabbitMQ (release build).
 bench-commands:

@@ -14,35 +14,10 @@ use std::time::Instant;
 
 use discord_sim::world::Limit;
 use serde_json::json;
+use tests::measure::{broker_pid, cpu_seconds};
 use tests::{Options, Platform, Transport};
 
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum::<f64>()
-    }) / 100.0
-}
-
-fn broker_pid() -> Option<u32> {
-    let output = std::process::Command::new("pgrep")
-        .args(["-f", "beam.smp.*rabbit"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
 
 fn main() {
     let env = |name: &str, default: usize| -> usize {

@@ -386,6 +386,75 @@ pub async fn say_many(sim: &Simulator, content: &str, count: usize) {
         .expect("the simulator takes them");
 }
 
+/// Starts `disco <args>` (the binary at `disco`) pointed at the simulator and at the virtual
+/// host, with nothing else from the environment; killed when dropped.
+///
+/// # Panics
+/// When the binary cannot start.
+pub fn spawn_disco(
+    disco: &std::path::Path,
+    args: &[&str],
+    sim: &Simulator,
+    vhost: &Vhost,
+) -> tokio::process::Child {
+    tokio::process::Command::new(disco)
+        .args(args)
+        .env_clear()
+        .env("DISCORD_TOKEN", &sim.world.token)
+        .env("DISCO_APPLICATION_ID", sim.world.application_id.to_string())
+        .env("DISCO_DISCORD_API_URL", &sim.rest_url)
+        .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
+        .env("DISCO_AMQP_URL", vhost.url())
+        .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
+        .env("DISCO_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("disco starts")
+}
+
+/// What benchmarks read of processes, from `/proc`.
+pub mod measure {
+    /// CPU seconds (user + system) a process has used.
+    pub fn cpu_seconds(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+            f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
+        });
+        ticks / 100.0
+    }
+
+    /// RabbitMQ's process, if it runs on this machine.
+    pub fn broker_pid() -> Option<u32> {
+        let output = std::process::Command::new("pgrep")
+            .args(["-f", "beam.smp.*rabbit"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// A process's resident memory, in KiB.
+    pub fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 async fn wait_for(ready: &(impl Fn() -> bool + ?Sized)) {
     tokio::time::timeout(PATIENCE, async {
         while !ready() {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bus::{Bus, Consumer, RabbitConfig, Subscription};
@@ -13,7 +13,7 @@ use disco_proto::v1::GatewayEvent;
 use disco_proto::{Secret, route};
 use discord_sim::{Config as SimConfig, Control, Simulator};
 use serde_json::Value;
-use tests::{Vhost, rabbitmqctl, say_many, until_shards_connected};
+use tests::{Vhost, rabbitmqctl, say_many, spawn_disco, until_shards_connected};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -30,20 +30,13 @@ struct Gateway {
 
 impl Gateway {
     fn start(sim: &Simulator, vhost: &Vhost, args: &[&str]) -> Self {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_disco"))
-            .arg("gateway-shard")
-            .args(args)
-            .env_clear()
-            .env("DISCORD_TOKEN", &sim.world.token)
-            .env("DISCO_DISCORD_API_URL", &sim.rest_url)
-            .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
-            .env("DISCO_AMQP_URL", vhost.url())
-            .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
-            .env("DISCO_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("disco gateway-shard starts");
+        let args = [&["gateway-shard"][..], args].concat();
+        let child = spawn_disco(
+            std::path::Path::new(env!("CARGO_BIN_EXE_disco")),
+            &args,
+            sim,
+            vhost,
+        );
         Self { child }
     }
 

@@ -5,31 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use discord_sim::{Config as SimConfig, Control, Simulator, world::Limit};
 use serde_json::Value;
-use tests::{Vhost, say_many, until_shards_connected};
+use tests::{Vhost, say_many, spawn_disco, until_shards_connected};
 
 const COMMANDS: usize = 3_000;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 fn disco(role: &str, sim: &Simulator, vhost: &Vhost) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_disco"))
-        .args([role, "--shard-total", "1"])
-        .env_clear()
-        .env("DISCORD_TOKEN", &sim.world.token)
-        .env("DISCO_APPLICATION_ID", sim.world.application_id.to_string())
-        .env("DISCO_DISCORD_API_URL", &sim.rest_url)
-        .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
-        .env("DISCO_AMQP_URL", vhost.url())
-        .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
-        .env("DISCO_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("disco starts")
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
+    spawn_disco(binary, &[role, "--shard-total", "1"], sim, vhost)
 }
 
 async fn messages_sent(control: &Control) -> Vec<Value> {

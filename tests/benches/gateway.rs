@@ -15,48 +15,13 @@ use discord_sim::{Config as SimConfig, Control, Simulator};
 use gateway_shard::{Config, GatewayShard, ShardRange};
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use tests::measure::{broker_pid, cpu_seconds, rss_kib};
+use tests::{Vhost, spawn_disco, until_shards_connected};
 use tokio_util::sync::CancellationToken;
 
 fn amqp_url() -> String {
     std::env::var("DISCO_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
-}
-
-fn broker_pid() -> Option<u32> {
-    let output = std::process::Command::new("pgrep")
-        .args(["-f", "beam.smp.*rabbit"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -179,43 +144,14 @@ async fn idle_memory() {
         .await
         .unwrap();
     let control = Control::new(&sim.rest_url);
-    let vhost = format!("disco-bench-{}", std::process::id());
-    let ctl = |args: &[&str]| {
-        std::process::Command::new("rabbitmqctl")
-            .args(args)
-            .output()
-            .unwrap();
-    };
-    ctl(&["add_vhost", &vhost]);
-    ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-    let mut child = tokio::process::Command::new(disco)
-        .args(["gateway-shard", "--shard-total", "16"])
-        .env_clear()
-        .env("DISCORD_TOKEN", &sim.world.token)
-        .env("DISCO_DISCORD_API_URL", &sim.rest_url)
-        .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
-        .env(
-            "DISCO_AMQP_URL",
-            format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
-        )
-        .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
-        .env("DISCO_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    loop {
-        let shards = control.get("/shards").await.unwrap();
-        let connected = shards["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["connected"] == true)
-            .count();
-        if connected == 16 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let vhost = Vhost::new("bench");
+    let mut child = spawn_disco(
+        &disco,
+        &["gateway-shard", "--shard-total", "16"],
+        &sim,
+        &vhost,
+    );
+    until_shards_connected(&control, 16).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = child.id().unwrap();
     println!(
@@ -224,6 +160,5 @@ async fn idle_memory() {
         rss_kib(pid) / 16
     );
     child.kill().await.unwrap();
-    ctl(&["delete_vhost", &vhost]);
     sim.stop().await.unwrap();
 }
