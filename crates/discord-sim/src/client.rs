@@ -103,6 +103,12 @@ impl Control {
         .await
     }
 
+    /// What the voice server heard from the bot in a guild: `connected`, `packets`,
+    /// `non_silent_seconds`, `close_codes`, ...
+    pub async fn voice_stats(&self, guild_id: u64) -> Result<Value, ControlError> {
+        self.get(&format!("/voice/{guild_id}")).await
+    }
+
     /// Everything the bot produced, in order.
     pub async fn sent(&self) -> Result<Vec<Value>, ControlError> {
         self.list("/sent").await

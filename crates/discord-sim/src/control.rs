@@ -25,6 +25,8 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         .route("/messages/bulk", post(bulk_messages))
         .route("/interactions", post(interaction))
         .route("/voice-states", post(voice_state))
+        .route("/voice/{guild_id}", get(voice_stats))
+        .route("/voice/{guild_id}/disconnect", post(voice_disconnect))
         .route("/sent", get(sent))
         .route("/violations", get(violations))
         .route("/shards", get(shards))
@@ -441,6 +443,37 @@ async fn voice_state(
     sim.dispatch(
         "VOICE_STATE_UPDATE",
         Some(guild.id),
+        Some(INTENT_GUILD_VOICE_STATES),
+        &update,
+        None,
+    );
+    axum::Json(update).into_response()
+}
+
+/// What the voice server heard from the bot in a guild.
+async fn voice_stats(State(sim): State<Arc<Sim>>, Path(guild_id): Path<u64>) -> Response {
+    if sim.world.guild(guild_id).is_none() {
+        return bad_request(format!("no guild {guild_id}"));
+    }
+    axum::Json(sim.voice.stats(guild_id)).into_response()
+}
+
+/// Discord drops the bot from voice (a moderator disconnects it, the channel goes away): its
+/// voice state becomes empty and its voice connection closes with 4014.
+async fn voice_disconnect(State(sim): State<Arc<Sim>>, Path(guild_id): Path<u64>) -> Response {
+    if sim.world.guild(guild_id).is_none() {
+        return bad_request(format!("no guild {guild_id}"));
+    }
+    let bot = &sim.world.bot;
+    if sim.lock().voice.remove(&(guild_id, bot.id)).is_none() {
+        return bad_request(format!("the bot is not in voice in guild {guild_id}"));
+    }
+    sim.voice.revoke(guild_id);
+    let session = format!("{:x}", sim.snowflake());
+    let update = payload::voice_state(guild_id, None, bot, true, &session, now_ms());
+    sim.dispatch(
+        "VOICE_STATE_UPDATE",
+        Some(guild_id),
         Some(INTENT_GUILD_VOICE_STATES),
         &update,
         None,

@@ -485,6 +485,13 @@ fn voice_state_update(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         None => state.voice.remove(&(guild_id, world.bot.id)),
     };
     let voice_session = format!("{:x}", sim.snowflake());
+    let voice_token = format!("{:x}", sim.snowflake());
+    match channel_id {
+        Some(channel) => sim
+            .voice
+            .grant(guild_id, channel, &voice_session, &voice_token),
+        None => sim.voice.revoke(guild_id),
+    }
     let update = payload::voice_state(
         guild_id,
         channel_id,
@@ -501,9 +508,9 @@ fn voice_state_update(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
     }
     if channel_id.is_some() {
         let server = json!({
-            "token": format!("{:x}", sim.snowflake()),
+            "token": voice_token,
             "guild_id": guild_id.to_string(),
-            "endpoint": sim.urls.voice_endpoint(),
+            "endpoint": sim.voice.endpoint,
         });
         session.push("VOICE_SERVER_UPDATE", &server.to_string());
     }

@@ -8,6 +8,7 @@
 //! - `rest`: the REST routes, authentication, rate limits, interaction deadlines.
 //! - `control`: the `/_sim` API.
 //! - `webhook`: signed delivery to an interactions endpoint, and forged probes.
+//! - `voice`: the voice gateway (`wss://`, [`VoiceTls`]) and the UDP endpoint that listens.
 //! - `state`, `payload`, `compress`: shared state, Discord's JSON shapes, transport compression.
 
 mod client;
@@ -18,18 +19,21 @@ mod http;
 mod payload;
 mod rest;
 mod state;
+mod voice;
 mod webhook;
 pub mod world;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 pub use client::{Control, ControlError};
+pub use voice::VoiceTls;
 pub use world::World;
 
 /// How to start a simulator.
@@ -39,6 +43,8 @@ pub struct Config {
     pub world: World,
     /// Where interactions are POSTed, signed, instead of going over the gateway.
     pub interactions_url: Option<String>,
+    /// The voice gateway's TLS identity; a new one is made when `None`.
+    pub voice_tls: Option<VoiceTls>,
 }
 
 /// A running simulator and what a client needs to reach it.
@@ -54,28 +60,32 @@ pub struct Simulator {
     pub world: World,
     /// The Ed25519 public key interactions are signed with, hex.
     pub public_key: String,
+    /// The voice gateway's identity: clients must trust [`VoiceTls::ca_pem`].
+    pub voice_tls: VoiceTls,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Simulator {
-    /// Binds `listen` (port 0 for any) and serves in the background.
+    /// Binds `listen` (port 0 for any), and the voice gateway and UDP endpoint on other ports
+    /// of the same address, and serves in the background.
     pub async fn start(listen: SocketAddr, config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
-        let address = listener.local_addr()?;
+        let listeners = Listeners::bind(TcpListener::bind(listen).await?, config).await?;
+        let address = listeners.rest.local_addr()?;
         let shutdown = CancellationToken::new();
-        let world = config.world.clone();
-        let sim = sim_for(address, config);
-        let public_key = sim.public_key_hex();
-        let rest_url = sim.urls.rest.clone();
-        let gateway_url = sim.urls.gateway.clone();
-        let task = tokio::spawn(serve_sim(listener, sim, shutdown.clone()));
+        let world = listeners.sim.world.clone();
+        let public_key = listeners.sim.public_key_hex();
+        let rest_url = listeners.sim.urls.rest.clone();
+        let gateway_url = listeners.sim.urls.gateway.clone();
+        let voice_tls = listeners.tls.clone();
+        let task = tokio::spawn(listeners.serve(shutdown.clone()));
         Ok(Self {
             address,
             rest_url,
             gateway_url,
             world,
             public_key,
+            voice_tls,
             shutdown,
             task,
         })
@@ -88,42 +98,81 @@ impl Simulator {
     }
 }
 
-fn sim_for(address: SocketAddr, config: Config) -> Arc<state::Sim> {
-    let urls = state::Urls {
-        rest: format!("http://{address}"),
-        gateway: format!("ws://{address}/gateway"),
-    };
-    Arc::new(state::Sim::new(config.world, urls, config.interactions_url))
+/// Everything a simulator listens on, bound, and the simulator behind them.
+struct Listeners {
+    rest: TcpListener,
+    voice_gateway: TcpListener,
+    voice_udp: UdpSocket,
+    tls: VoiceTls,
+    sim: Arc<state::Sim>,
 }
 
-/// Serves a simulator on `listener` until `shutdown`.
+impl Listeners {
+    async fn bind(rest: TcpListener, config: Config) -> std::io::Result<Self> {
+        let address = rest.local_addr()?;
+        let voice_gateway = TcpListener::bind((address.ip(), 0)).await?;
+        let voice_udp = UdpSocket::bind((address.ip(), 0)).await?;
+        let tls = match config.voice_tls {
+            Some(tls) => tls,
+            None => VoiceTls::generate(address.ip()).map_err(std::io::Error::other)?,
+        };
+        let urls = state::Urls {
+            rest: format!("http://{address}"),
+            gateway: format!("ws://{address}/gateway"),
+        };
+        let hub = voice::Hub::new(
+            voice_gateway.local_addr()?.to_string(),
+            voice_udp.local_addr()?,
+        );
+        let sim = Arc::new(state::Sim::new(
+            config.world,
+            urls,
+            config.interactions_url,
+            hub,
+        ));
+        Ok(Self {
+            rest,
+            voice_gateway,
+            voice_udp,
+            tls,
+            sim,
+        })
+    }
+
+    async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let voice = voice::serve(
+            Arc::clone(&self.sim),
+            self.voice_gateway,
+            self.voice_udp,
+            &self.tls,
+            shutdown.clone(),
+        );
+        let app = Router::new()
+            .route("/gateway", get(gateway::upgrade))
+            .route("/gateway/", get(gateway::upgrade))
+            .nest("/api/v10", rest::router())
+            .nest("/_sim", control::router())
+            .with_state(self.sim);
+        let rest = axum::serve(self.rest, app).with_graceful_shutdown(shutdown.cancelled_owned());
+        tokio::try_join!(rest.into_future(), voice).map(|_| ())
+    }
+}
+
+/// Serves a simulator on `listener` (and its voice side on other ports of the same address)
+/// until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let sim = sim_for(listener.local_addr()?, config);
-    serve_sim(listener, sim, shutdown).await
+    Listeners::bind(listener, config)
+        .await?
+        .serve(shutdown)
+        .await
 }
 
 /// The public key a world signs interactions with, hex.
 pub fn public_key(world: &World) -> String {
     let key = ed25519_dalek::SigningKey::from_bytes(&world.seed());
     hex::encode(key.verifying_key().as_bytes())
-}
-
-async fn serve_sim(
-    listener: TcpListener,
-    sim: Arc<state::Sim>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/gateway", get(gateway::upgrade))
-        .route("/gateway/", get(gateway::upgrade))
-        .nest("/api/v10", rest::router())
-        .nest("/_sim", control::router())
-        .with_state(sim);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

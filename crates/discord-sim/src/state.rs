@@ -284,6 +284,7 @@ pub(crate) struct Sim {
     pub(crate) signing: SigningKey,
     pub(crate) urls: Urls,
     pub(crate) interactions_url: Option<String>,
+    pub(crate) voice: crate::voice::Hub,
     state: Mutex<State>,
     next_id: AtomicU64,
     next_conn: AtomicU64,
@@ -298,18 +299,13 @@ pub(crate) struct Urls {
     pub(crate) gateway: String,
 }
 
-impl Urls {
-    /// `host:port`, as VOICE_SERVER_UPDATE names a voice server.
-    pub(crate) fn voice_endpoint(&self) -> String {
-        self.rest
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .to_owned()
-    }
-}
-
 impl Sim {
-    pub(crate) fn new(world: World, urls: Urls, interactions_url: Option<String>) -> Self {
+    pub(crate) fn new(
+        world: World,
+        urls: Urls,
+        interactions_url: Option<String>,
+        voice: crate::voice::Hub,
+    ) -> Self {
         let signing = SigningKey::from_bytes(&world.seed());
         let mut state = State::default();
         for guild in &world.guilds {
@@ -324,6 +320,7 @@ impl Sim {
             signing,
             urls,
             interactions_url,
+            voice,
             state: Mutex::new(state),
             next_id: AtomicU64::new(0),
             next_conn: AtomicU64::new(0),
