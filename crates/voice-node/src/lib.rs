@@ -1,4 +1,153 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Map
+//! - [`Config`], [`VoiceNode`]: [`VoiceNode::new`] registers metrics, [`VoiceNode::run`] owns
+//!   the configured shards' calls until shutdown, then leaves them.
+//! - `shard`: owning one shard: its lock, its queue, events applied in order, commands in
+//!   parallel (one at a time per guild).
+//! - `calls`: songbird calls in driver mode; op 4 goes to the gateway through the bus.
+//! - `voices`: who is in which voice channel, from the gateway's events.
+//! - `commands`: a `VoiceCommand` in, a `VoiceReply` out.
+//! - `speech`, `source`: text-to-speech with espeak-ng; files and URLs to play.
+//! - `metrics`: `disco_voice_node_*`.
+
+mod calls;
+mod commands;
+mod metrics;
+mod shard;
+mod source;
+mod speech;
+mod voices;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "voice-node";
+
+/// What the voice node needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The bot's user id (voice connections are made as this user).
+    pub user_id: u64,
+    /// The shards whose guilds this node holds the calls of.
+    pub shards: Range<u32>,
+    /// The shard total (a command's guild must belong to the shard it came for).
+    pub shard_total: u32,
+    /// Leave a voice channel that has had nobody else in it this long.
+    pub idle_timeout: Duration,
+    /// How long joining may take, from asking the gateway to a connected call.
+    pub join_timeout: Duration,
+    /// The only directory `play <path>` may read from.
+    pub media_dir: PathBuf,
+    /// The text-to-speech program (espeak-ng).
+    pub tts_program: PathBuf,
+    /// Its voice (`espeak-ng --voices` lists them).
+    pub tts_voice: String,
+}
+
+impl Config {
+    /// Refuses settings the node cannot run with, naming them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.user_id == 0 {
+            return Err("user_id: the bot's user id is missing".to_owned());
+        }
+        if self.shards.is_empty() || self.shards.end > self.shard_total {
+            return Err(format!(
+                "shards: {}..{} is not a non-empty range within 0..{}",
+                self.shards.start, self.shards.end, self.shard_total
+            ));
+        }
+        if self.idle_timeout.is_zero() || self.join_timeout.is_zero() {
+            return Err("idle_timeout and join_timeout must be positive".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Why the voice node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bus failed.
+    #[error("bus")]
+    Bus(#[from] bus::Error),
+}
+
+/// The voice node role.
+#[derive(Debug)]
+pub struct VoiceNode {
+    config: Config,
+    bus: bus::Bus,
+    metrics: metrics::Metrics,
+    owned: Arc<AtomicUsize>,
+}
+
+impl VoiceNode {
+    /// Prepares the role and registers its metrics.
+    pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
+        Self {
+            config,
+            bus,
+            metrics: metrics::Metrics::register(registry),
+            owned: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// True while the node owns every one of its shards. A node whose shards another node
+    /// still holds waits, unready, until they are released.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let owned = Arc::clone(&self.owned);
+        let wanted = self.config.shards.len();
+        move || owned.load(Ordering::Relaxed) == wanted
+    }
+
+    /// Owns the shards until `shutdown`, then leaves every call.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let node = Arc::new(commands::Node::new(
+            &self.config,
+            self.bus.clone(),
+            self.metrics.clone(),
+        ));
+        tracing::info!(
+            shards = ?self.config.shards,
+            media = %self.config.media_dir.display(),
+            "owning voice calls"
+        );
+        let mut shards = tokio::task::JoinSet::new();
+        for shard in self.config.shards.clone() {
+            shards.spawn(shard::own(
+                Arc::clone(&node),
+                shard,
+                Arc::clone(&self.owned),
+                shutdown.clone(),
+            ));
+        }
+        let sweeper = tokio::spawn(calls::sweep(
+            Arc::clone(&node),
+            self.config.idle_timeout,
+            shutdown.clone(),
+        ));
+        let mut failure = None;
+        while let Some(done) = shards.join_next().await {
+            if let Ok(Err(error)) = done {
+                tracing::error!(%error, "a shard stopped");
+                failure.get_or_insert(error);
+                shutdown.cancel();
+            }
+        }
+        sweeper.abort();
+        let left = tokio::time::timeout(Duration::from_secs(10), node.calls.leave_all()).await;
+        match left {
+            Ok(count) if count > 0 => tracing::info!(count, "left every call"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("calls still open after 10 s"),
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}

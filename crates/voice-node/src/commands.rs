@@ -1,0 +1,305 @@
+//! A `VoiceCommand` in, a `VoiceReply` out. Commands for one guild take turns; different
+//! guilds run side by side.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bus::Bus;
+use disco_proto::v1::voice_command::Action;
+use disco_proto::v1::voice_reply::Outcome;
+use disco_proto::v1::{VoiceCommand, VoiceReply};
+use songbird::tracks::Track;
+
+use crate::calls::{Calls, Guild};
+use crate::metrics::{CommandLabel, Metrics};
+use crate::source::Source;
+use crate::speech::{MAX_TEXT, Speech};
+use crate::voices::Voices;
+
+/// A queued track's name, kept with the track.
+#[derive(Debug)]
+struct Title(String);
+
+/// What every command needs.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) user_id: u64,
+    pub(crate) shard_total: u32,
+    pub(crate) calls: Calls,
+    pub(crate) voices: Voices,
+    pub(crate) metrics: Metrics,
+    speech: Speech,
+    media_dir: PathBuf,
+    http: reqwest::Client,
+    /// guild -> its turn: one command at a time per guild, in the order they arrived.
+    turns: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn reply(outcome: Outcome, detail: impl Into<String>) -> VoiceReply {
+    VoiceReply {
+        outcome: outcome.into(),
+        detail: detail.into(),
+        ..VoiceReply::default()
+    }
+}
+
+impl Node {
+    pub(crate) fn new(config: &crate::Config, bus: Bus, metrics: Metrics) -> Self {
+        let user_id = NonZeroU64::new(config.user_id).unwrap_or(NonZeroU64::MIN);
+        Self {
+            user_id: config.user_id,
+            shard_total: config.shard_total,
+            calls: Calls::new(
+                bus,
+                user_id,
+                config.shard_total,
+                config.join_timeout,
+                metrics.clone(),
+            ),
+            voices: Voices::default(),
+            metrics,
+            speech: Speech::new(config.tts_program.clone(), config.tts_voice.clone()),
+            media_dir: config.media_dir.clone(),
+            http: reqwest::Client::new(),
+            turns: Mutex::default(),
+        }
+    }
+
+    fn turn(&self, guild_id: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(turns.entry(guild_id).or_default())
+    }
+
+    /// Carries out a command and says how it went.
+    pub(crate) async fn handle(&self, command: &VoiceCommand) -> VoiceReply {
+        let name = match &command.action {
+            Some(Action::Join(_)) => "join",
+            Some(Action::Say(_)) => "say",
+            Some(Action::Play(_)) => "play",
+            Some(Action::Skip(_)) => "skip",
+            Some(Action::Stop(_)) => "stop",
+            Some(Action::Leave(_)) => "leave",
+            Some(Action::Queue(_)) => "queue",
+            None => "none",
+        };
+        let answer = match NonZeroU64::new(command.guild_id) {
+            Some(guild_id) => {
+                let turn = self.turn(guild_id.get());
+                let _turn = turn.lock().await;
+                self.act(guild_id, command).await
+            }
+            None => reply(Outcome::Failed, "voice commands work in a server only"),
+        };
+        let outcome = match answer.outcome() {
+            Outcome::Ok => "ok",
+            Outcome::NotInVoice => "not_in_voice",
+            Outcome::NotConnected => "not_connected",
+            Outcome::NothingPlaying => "nothing_playing",
+            Outcome::BadSource => "bad_source",
+            Outcome::Failed | Outcome::Unspecified => "failed",
+        };
+        self.metrics
+            .commands
+            .get_or_create(&CommandLabel {
+                command: name,
+                outcome,
+            })
+            .inc();
+        answer
+    }
+
+    async fn act(&self, guild_id: NonZeroU64, command: &VoiceCommand) -> VoiceReply {
+        match &command.action {
+            Some(Action::Join(_)) => match self.join(guild_id, command.requester_id).await {
+                Ok((_, channel)) => reply(Outcome::Ok, format!("Joined <#{channel}>.")),
+                Err(answer) => answer,
+            },
+            Some(Action::Say(say)) => self.say(guild_id, command.requester_id, &say.text).await,
+            Some(Action::Play(play)) => {
+                self.play(guild_id, command.requester_id, &play.source)
+                    .await
+            }
+            Some(Action::Skip(_)) => self.skip(guild_id.get()).await,
+            Some(Action::Stop(_)) => self.stop(guild_id.get()).await,
+            Some(Action::Leave(_)) => {
+                if self.calls.leave(guild_id.get()).await {
+                    reply(Outcome::Ok, "👋 Left the voice channel.")
+                } else {
+                    reply(Outcome::NotConnected, "")
+                }
+            }
+            Some(Action::Queue(_)) => self.queue(guild_id.get()).await,
+            None => reply(Outcome::Failed, "the command has no action"),
+        }
+    }
+
+    /// Joins the requester's voice channel, reusing the guild's call; returns the call and the
+    /// channel.
+    async fn join(
+        &self,
+        guild_id: NonZeroU64,
+        requester: u64,
+    ) -> Result<(Arc<Guild>, u64), VoiceReply> {
+        let Some(channel) = self
+            .voices
+            .channel_of(guild_id.get(), requester)
+            .and_then(NonZeroU64::new)
+        else {
+            return Err(reply(Outcome::NotInVoice, ""));
+        };
+        let guild = self.calls.get_or_create(guild_id);
+        let busy_elsewhere = {
+            let call = guild.call.lock().await;
+            call.current_channel()
+                .filter(|current| current.0 != channel && !call.queue().is_empty())
+        };
+        if let Some(current) = busy_elsewhere {
+            return Err(reply(
+                Outcome::Failed,
+                format!("I'm playing in <#{}>; join me there.", current.0),
+            ));
+        }
+        if let Err(error) = self.calls.connect(&guild, channel).await {
+            tracing::warn!(%error, guild_id, channel, "cannot join the voice channel");
+            return Err(reply(
+                Outcome::Failed,
+                format!("I could not join <#{channel}>: {error}."),
+            ));
+        }
+        Ok((guild, channel.get()))
+    }
+
+    async fn say(&self, guild_id: NonZeroU64, requester: u64, text: &str) -> VoiceReply {
+        let text = text.trim();
+        if text.is_empty() {
+            return reply(Outcome::Failed, "Say what? Give me some text.");
+        }
+        if text.chars().count() > MAX_TEXT {
+            return reply(
+                Outcome::Failed,
+                format!("That is too long to say; keep it under {MAX_TEXT} characters."),
+            );
+        }
+        if self.voices.channel_of(guild_id.get(), requester).is_none() {
+            return reply(Outcome::NotInVoice, "");
+        }
+        let started = Instant::now();
+        let wav = match self.speech.synthesize(text).await {
+            Ok(wav) => wav,
+            Err(error) => {
+                tracing::warn!(%error, "text-to-speech failed");
+                return reply(Outcome::Failed, error.to_string());
+            }
+        };
+        self.metrics
+            .speech_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (guild, channel) = match self.join(guild_id, requester).await {
+            Ok(joined) => joined,
+            Err(answer) => return answer,
+        };
+        // Speech plays over whatever the queue is playing, rather than waiting behind it.
+        guild.call.lock().await.play_input(wav.into());
+        reply(Outcome::Ok, format!("🔊 Speaking in <#{channel}>."))
+    }
+
+    async fn play(&self, guild_id: NonZeroU64, requester: u64, text: &str) -> VoiceReply {
+        let source = match Source::parse(text, &self.media_dir) {
+            Ok(source) => source,
+            Err(why) => return reply(Outcome::BadSource, why),
+        };
+        if self.voices.channel_of(guild_id.get(), requester).is_none() {
+            return reply(Outcome::NotInVoice, "");
+        }
+        let input = match source.open(&self.http).await {
+            Ok(input) => input,
+            Err(why) => return reply(Outcome::BadSource, why),
+        };
+        let (guild, channel) = match self.join(guild_id, requester).await {
+            Ok(joined) => joined,
+            Err(answer) => return answer,
+        };
+        let title = source.title();
+        let track = Track::new_with_data(input, Arc::new(Title(title.clone())));
+        let mut call = guild.call.lock().await;
+        call.enqueue(track).await;
+        let position = call.queue().len();
+        if position == 1 {
+            reply(
+                Outcome::Ok,
+                format!("▶️ Playing **{title}** in <#{channel}>."),
+            )
+        } else {
+            reply(
+                Outcome::Ok,
+                format!("Queued **{title}** (position {position})."),
+            )
+        }
+    }
+
+    async fn skip(&self, guild_id: u64) -> VoiceReply {
+        let Some(guild) = self.connected(guild_id).await else {
+            return reply(Outcome::NotConnected, "");
+        };
+        let call = guild.call.lock().await;
+        let Some(current) = call.queue().current() else {
+            return reply(Outcome::NothingPlaying, "");
+        };
+        let title = current.data::<Title>().0.clone();
+        if call.queue().skip().is_err() {
+            return reply(Outcome::Failed, format!("could not skip {title}"));
+        }
+        reply(Outcome::Ok, format!("⏭️ Skipped **{title}**."))
+    }
+
+    async fn stop(&self, guild_id: u64) -> VoiceReply {
+        let Some(guild) = self.connected(guild_id).await else {
+            return reply(Outcome::NotConnected, "");
+        };
+        let mut call = guild.call.lock().await;
+        let cleared = call.queue().len();
+        call.queue().stop();
+        call.stop();
+        if cleared == 0 {
+            return reply(Outcome::NothingPlaying, "");
+        }
+        reply(
+            Outcome::Ok,
+            format!("⏹️ Stopped; {cleared} track(s) cleared."),
+        )
+    }
+
+    async fn queue(&self, guild_id: u64) -> VoiceReply {
+        let Some(guild) = self.connected(guild_id).await else {
+            return reply(Outcome::NotConnected, "");
+        };
+        let titles: Vec<String> = guild
+            .call
+            .lock()
+            .await
+            .queue()
+            .current_queue()
+            .iter()
+            .map(|track| track.data::<Title>().0.clone())
+            .collect();
+        if titles.is_empty() {
+            return reply(Outcome::NothingPlaying, "");
+        }
+        VoiceReply {
+            outcome: Outcome::Ok.into(),
+            detail: "Now playing, then up next:".to_owned(),
+            queue: titles,
+            ..VoiceReply::default()
+        }
+    }
+
+    /// The guild's call if it is in a channel, after the guild's earlier commands.
+    async fn connected(&self, guild_id: u64) -> Option<Arc<Guild>> {
+        let guild = self.calls.get(guild_id)?;
+        let in_channel = guild.call.lock().await.current_channel().is_some();
+        in_channel.then_some(guild)
+    }
+}

@@ -1,0 +1,193 @@
+//! Owning one shard: the bus lock `voice-node.<shard>` makes one node the owner (a second node
+//! with the same shard waits as a standby, so adding a node never takes over calls that are
+//! running), then the shard's queue `disco.voice.<shard>` carries both the gateway's events for
+//! the shard's guilds and the worker's commands, in order.
+//!
+//! Events are applied in order, in the loop: a join in progress waits for them. Commands run
+//! in tasks (one at a time per guild), answered, then acked.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bus::{Delivery, Message, Subscription};
+use disco_proto::v1::{GatewayEvent, VoiceCommand};
+use disco_proto::{Versioned, route};
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::commands::Node;
+use crate::voices::{GuildCreate, VoiceServer, VoiceState};
+
+/// Commands in hand at once, per shard.
+const PREFETCH: u16 = 64;
+
+pub(crate) async fn own(
+    node: Arc<Node>,
+    shard: u32,
+    owned: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let bus = node.calls.bus().clone();
+    let lock_name = format!("voice-node.{shard}");
+    let lock = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        lock = bus.lock(&lock_name) => lock?,
+    };
+    let queue = route::voice_queue(shard);
+    let subscription = Subscription::shared(queue.clone())
+        .bind(route::event_key("GUILD_CREATE", shard))
+        .bind(route::event_key("VOICE_STATE_UPDATE", shard))
+        .bind(route::event_key("VOICE_SERVER_UPDATE", shard))
+        .prefetch(PREFETCH);
+    let mut consumer = bus.subscribe(subscription).await?;
+    owned.fetch_add(1, Ordering::Relaxed);
+    node.metrics.shards_owned.inc();
+    tracing::info!(shard, "owning the shard's voice calls");
+    let mut commands = tokio::task::JoinSet::new();
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(_) = commands.join_next(), if !commands.is_empty() => continue,
+            delivery = consumer.next() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+        };
+        if delivery.routing_key == queue {
+            commands.spawn(command(Arc::clone(&node), shard, delivery));
+        } else {
+            event(&node, delivery).await;
+        }
+    }
+    owned.fetch_sub(1, Ordering::Relaxed);
+    node.metrics.shards_owned.dec();
+    // Commands in hand are answered before the consumer (whose channel acks them) goes.
+    while commands.join_next().await.is_some() {}
+    drop(consumer);
+    drop(lock);
+    Ok(())
+}
+
+async fn command(node: Arc<Node>, shard: u32, delivery: Delivery) {
+    let command = match disco_proto::decode::<VoiceCommand>(&delivery.message.body) {
+        Ok(command) => command,
+        Err(error) => {
+            settle(
+                delivery
+                    .dead_letter(&format!("not a VoiceCommand: {error}"))
+                    .await,
+            );
+            return;
+        }
+    };
+    let owner = route::shard_for_guild(command.guild_id, node.shard_total);
+    if owner != shard {
+        let why = format!(
+            "guild {} belongs to shard {owner} of {}, not {shard}: the sender's shard total differs",
+            command.guild_id, node.shard_total
+        );
+        tracing::warn!(%why, "a command reached the wrong voice queue");
+        settle(delivery.dead_letter(&why).await);
+        return;
+    }
+    let answer = node.handle(&command).await;
+    if let Err(error) = delivery.reply(Message::new(answer.encode_current())).await {
+        // The work is done (a track queued, say); doing it again would not bring the answer
+        // back, so the command is settled either way.
+        tracing::warn!(%error, guild_id = command.guild_id, "the answer could not be sent");
+    }
+    settle(delivery.ack().await);
+}
+
+/// Applies one gateway event to what the node knows and to its calls.
+async fn event(node: &Node, delivery: Delivery) {
+    let event = match disco_proto::decode::<GatewayEvent>(&delivery.message.body) {
+        Ok(event) => event,
+        Err(error) => {
+            settle(
+                delivery
+                    .dead_letter(&format!("not a GatewayEvent: {error}"))
+                    .await,
+            );
+            return;
+        }
+    };
+    let applied = match event.event_name.as_str() {
+        "GUILD_CREATE" => serde_json::from_slice::<GuildCreate>(&event.payload).map(|guild| {
+            if !guild.unavailable {
+                node.voices.replace(guild.id, &guild.voice_states);
+            }
+        }),
+        "VOICE_STATE_UPDATE" => match serde_json::from_slice::<VoiceState>(&event.payload) {
+            Ok(state) => {
+                voice_state(node, state).await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+        "VOICE_SERVER_UPDATE" => match serde_json::from_slice::<VoiceServer>(&event.payload) {
+            Ok(server) => {
+                if let (Some(guild), Some(endpoint)) =
+                    (node.calls.get(server.guild_id), server.endpoint)
+                {
+                    guild
+                        .call
+                        .lock()
+                        .await
+                        .update_server(endpoint, server.token);
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+        other => {
+            let why = format!("the voice node does not take {other} events");
+            settle(delivery.dead_letter(&why).await);
+            return;
+        }
+    };
+    match applied {
+        Ok(()) => {
+            node.metrics.events.inc();
+            settle(delivery.ack().await);
+        }
+        Err(error) => {
+            let why = format!("malformed {}: {error}", event.event_name);
+            tracing::warn!(%why, "dead-lettering an event");
+            settle(delivery.dead_letter(&why).await);
+        }
+    }
+}
+
+async fn voice_state(node: &Node, state: VoiceState) {
+    let Some(guild_id) = state.guild_id else {
+        return;
+    };
+    node.voices.set(guild_id, state.user_id, state.channel_id);
+    if state.user_id != node.user_id {
+        return;
+    }
+    // The bot's own state completes a join, follows a move, or ends the call when Discord
+    // removed the bot from the channel.
+    let Some(guild) = node.calls.get(guild_id) else {
+        return;
+    };
+    let channel = state
+        .channel_id
+        .and_then(NonZeroU64::new)
+        .map(songbird::id::ChannelId::from);
+    guild
+        .call
+        .lock()
+        .await
+        .update_state(state.session_id, channel);
+}
+
+fn settle(result: Result<(), bus::Error>) {
+    if let Err(error) = result {
+        // The broker redelivers what was not settled; nothing else to do here.
+        tracing::warn!(%error, "a delivery could not be settled");
+    }
+}
