@@ -137,6 +137,7 @@ impl Platform {
                     l.local_addr().expect("an address")
                 )
             }),
+            voice_tls: None,
         };
         let sim = Simulator::start("127.0.0.1:0".parse().expect("an address"), config)
             .await
@@ -397,9 +398,24 @@ pub fn spawn_disco(
     sim: &Simulator,
     vhost: &Vhost,
 ) -> tokio::process::Child {
-    tokio::process::Command::new(disco)
+    disco_command(disco, args, sim, vhost)
+        .spawn()
+        .expect("disco starts")
+}
+
+/// The command [`spawn_disco`] runs, to add settings to before spawning it. Only `PATH` is
+/// kept from the environment (the voice node finds espeak-ng on it).
+pub fn disco_command(
+    disco: &std::path::Path,
+    args: &[&str],
+    sim: &Simulator,
+    vhost: &Vhost,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(disco);
+    command
         .args(args)
         .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DISCORD_TOKEN", &sim.world.token)
         .env("DISCO_APPLICATION_ID", sim.world.application_id.to_string())
         .env("DISCO_DISCORD_API_URL", &sim.rest_url)
@@ -408,9 +424,8 @@ pub fn spawn_disco(
         .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
         .env("DISCO_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("disco starts")
+        .kill_on_drop(true);
+    command
 }
 
 /// What benchmarks read of processes, from `/proc`.

@@ -33,6 +33,7 @@ pub(crate) async fn run(
         discord_sim::Config {
             world,
             interactions_url: None,
+            voice_tls: None,
         },
     )
     .await

@@ -196,10 +196,25 @@ async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<()
         .await
         .with_context(|| format!("cannot listen on {} (DISCO_SIM_LISTEN)", args.listen))?;
     let address = listener.local_addr().context("no local address")?;
-    println!("{}", sim_banner(address, &world));
+    let voice_tls = discord_sim::VoiceTls::generate(address.ip())
+        .context("cannot make the voice server's certificate")?;
+    let tls_dir = args
+        .voice_tls_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("disco-sim-{}", address.port())));
+    std::fs::create_dir_all(&tls_dir)
+        .and_then(|()| voice_tls.save(&tls_dir))
+        .with_context(|| {
+            format!(
+                "cannot write {} (DISCO_SIM_VOICE_TLS_DIR)",
+                tls_dir.display()
+            )
+        })?;
+    println!("{}", sim_banner(address, &world, &tls_dir.join("ca.pem")));
     let config = discord_sim::Config {
         world,
         interactions_url: args.interactions_url.clone(),
+        voice_tls: Some(voice_tls),
     };
     discord_sim::serve(listener, config, shutdown)
         .await
@@ -208,7 +223,11 @@ async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<()
 }
 
 /// What `disco sim` prints: where it is, and the settings that point Disco at it.
-fn sim_banner(address: std::net::SocketAddr, world: &discord_sim::World) -> String {
+fn sim_banner(
+    address: std::net::SocketAddr,
+    world: &discord_sim::World,
+    voice_ca: &std::path::Path,
+) -> String {
     format!(
         "Discord simulator on {address}\n\
          \n\
@@ -218,11 +237,13 @@ fn sim_banner(address: std::net::SocketAddr, world: &discord_sim::World) -> Stri
          \x20 export DISCORD_TOKEN={token}\n\
          \x20 export DISCO_APPLICATION_ID={application}\n\
          \x20 export DISCO_PUBLIC_KEY={key}\n\
+         \x20 export SSL_CERT_FILE={ca}   # the voice node trusts the simulated voice server\n\
          \n\
          Control API: http://{address}/_sim (try: curl -s http://{address}/_sim/info)",
         token = world.token,
         application = world.application_id,
         key = discord_sim::public_key(world),
+        ca = voice_ca.display(),
     )
 }
 
@@ -253,10 +274,7 @@ pub(crate) async fn run_roles(
         let bus = bus.clone();
         move || bus.is_connected()
     });
-    let built = roles::build(roles, cli, bus, &mut admin).map_err(|error| match error {
-        roles::BuildError::Settings(settings) => Failure::from(settings),
-        missing @ roles::BuildError::Missing(_) => Failure::Runtime(missing.into()),
-    })?;
+    let built = roles::build(roles, cli, bus, &mut admin).map_err(Failure::from)?;
     let listener = tokio::net::TcpListener::bind(cli.telemetry.metrics_listen)
         .await
         .with_context(|| {

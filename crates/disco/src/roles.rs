@@ -44,23 +44,6 @@ impl Role {
             Self::InteractionsIngress => interactions_ingress::ROLE,
         }
     }
-
-    /// The issue that builds a role not built yet.
-    fn missing(self) -> Option<u32> {
-        match self {
-            Self::GatewayShard | Self::CommandWorker | Self::InteractionsIngress => None,
-            Self::VoiceNode => Some(7),
-        }
-    }
-}
-
-/// Why roles could not be built.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BuildError {
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    #[error("not built yet: {0}")]
-    Missing(String),
 }
 
 /// Checks each role's settings and builds it.
@@ -69,23 +52,9 @@ pub(crate) fn build(
     cli: &Cli,
     bus: &Bus,
     admin: &mut Admin,
-) -> Result<Vec<(Role, Run)>, BuildError> {
-    let missing: Vec<String> = roles
-        .iter()
-        .filter_map(|role| {
-            role.missing()
-                .map(|issue| format!("{} (issue #{issue})", role.name()))
-        })
-        .collect();
-    // Asked for alone, a missing role is an error; within `disco up`, the others run without it.
-    if roles.len() == 1 && !missing.is_empty() {
-        return Err(BuildError::Missing(missing.join(", ")));
-    }
-    if !missing.is_empty() {
-        tracing::warn!(missing = %missing.join(", "), "running without roles that are not built yet");
-    }
+) -> Result<Vec<(Role, Run)>, SettingsError> {
     let mut built: Vec<(Role, Run)> = Vec::new();
-    for &role in roles.iter().filter(|role| role.missing().is_none()) {
+    for &role in roles {
         let run: Run = match role {
             Role::GatewayShard => {
                 let hostname = std::env::var("HOSTNAME").ok();
@@ -116,7 +85,15 @@ pub(crate) fn build(
                 })
             }
             Role::VoiceNode => {
-                return Err(BuildError::Missing(role.name().to_owned()));
+                let hostname = std::env::var("HOSTNAME").ok();
+                let config = cli
+                    .voice
+                    .config(&cli.discord, &cli.gateway, hostname.as_deref())?;
+                let node = voice_node::VoiceNode::new(config, bus.clone(), admin.registry());
+                admin.ready_when(role.name(), node.readiness());
+                Box::new(move |stop| {
+                    Box::pin(async move { node.run(stop).await.context("voice-node") })
+                })
             }
         };
         built.push((role, run));

@@ -3,6 +3,8 @@
 //! error ever repeats them, and `--help` never shows their values.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use disco_proto::Secret;
@@ -25,6 +27,8 @@ pub(crate) struct Cli {
     pub(crate) gateway: GatewayArgs,
     #[command(flatten)]
     pub(crate) worker: WorkerArgs,
+    #[command(flatten)]
+    pub(crate) voice: VoiceArgs,
     #[command(flatten)]
     pub(crate) ingress: IngressArgs,
 }
@@ -113,6 +117,93 @@ impl IngressArgs {
             late_answer: std::time::Duration::from_secs(self.ingress_late_answer_secs),
             shard_total: shard_total.max(1),
         })
+    }
+}
+
+/// voice-node settings.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "voice-node")]
+pub(crate) struct VoiceArgs {
+    /// Leave a voice channel that has had nobody else in it this long, in seconds.
+    #[arg(
+        long,
+        env = "DISCO_VOICE_IDLE_TIMEOUT_SECS",
+        default_value_t = 120,
+        global = true
+    )]
+    pub(crate) voice_idle_timeout_secs: u64,
+    /// How long joining a voice channel may take, in milliseconds.
+    #[arg(
+        long,
+        env = "DISCO_VOICE_JOIN_TIMEOUT_MS",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub(crate) voice_join_timeout_ms: u64,
+    /// The only directory `play <file>` reads from.
+    #[arg(long, env = "DISCO_MEDIA_DIR", default_value = "media", global = true)]
+    pub(crate) media_dir: PathBuf,
+    /// The text-to-speech program.
+    #[arg(
+        long,
+        env = "DISCO_TTS_PROGRAM",
+        default_value = "espeak-ng",
+        global = true
+    )]
+    pub(crate) tts_program: PathBuf,
+    /// The text-to-speech voice (`espeak-ng --voices` lists them).
+    #[arg(long, env = "DISCO_TTS_VOICE", default_value = "en", global = true)]
+    pub(crate) tts_voice: String,
+}
+
+impl VoiceArgs {
+    /// The voice node's settings, checked. The bot's user id is the application id (the same
+    /// for every bot application).
+    pub(crate) fn config(
+        &self,
+        discord: &DiscordArgs,
+        gateway: &GatewayArgs,
+        hostname: Option<&str>,
+    ) -> Result<voice_node::Config, SettingsError> {
+        let shards = gateway.shard_range(hostname)?;
+        if self.voice_idle_timeout_secs == 0 {
+            return Err(invalid(
+                "DISCO_VOICE_IDLE_TIMEOUT_SECS",
+                "voice-idle-timeout-secs",
+                "expected at least 1",
+            )
+            .into());
+        }
+        if self.voice_join_timeout_ms == 0 {
+            return Err(invalid(
+                "DISCO_VOICE_JOIN_TIMEOUT_MS",
+                "voice-join-timeout-ms",
+                "expected at least 1",
+            )
+            .into());
+        }
+        if self.tts_voice.trim().is_empty() || self.tts_voice.starts_with('-') {
+            return Err(invalid(
+                "DISCO_TTS_VOICE",
+                "tts-voice",
+                "expected a voice name, like en",
+            )
+            .into());
+        }
+        let config = voice_node::Config {
+            user_id: discord.application_id()?,
+            shards: shards.ids(),
+            shard_total: shards.total(),
+            idle_timeout: Duration::from_secs(self.voice_idle_timeout_secs),
+            join_timeout: Duration::from_millis(self.voice_join_timeout_ms),
+            media_dir: self.media_dir.clone(),
+            tts_program: self.tts_program.clone(),
+            tts_voice: self.tts_voice.clone(),
+        };
+        config
+            .validate()
+            .map_err(|problem| invalid("DISCO_SHARDS", "shards", problem))?;
+        Ok(config)
     }
 }
 
@@ -228,6 +319,27 @@ impl GatewayArgs {
         discord: &DiscordArgs,
         hostname: Option<&str>,
     ) -> Result<gateway_shard::Config, SettingsError> {
+        Ok(gateway_shard::Config {
+            token: discord.token()?,
+            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
+            gateway_url: discord
+                .gateway_url()?
+                .map(|url| url.as_str().trim_end_matches('/').to_owned()),
+            shards: self.shard_range(hostname)?,
+            intents: gateway_shard::parse_intents(&self.intents)
+                .map_err(|problem| invalid("DISCO_INTENTS", "intents", problem))?,
+            events: gateway_shard::parse_events(&self.events)
+                .map_err(|problem| invalid("DISCO_EVENTS", "events", problem))?,
+            publish_buffer: self.publish_buffer,
+        })
+    }
+
+    /// This process's shards (a gateway's connections, a voice node's calls): `--shards`,
+    /// else `--bucket` of `--buckets`, else all of them.
+    pub(crate) fn shard_range(
+        &self,
+        hostname: Option<&str>,
+    ) -> Result<gateway_shard::ShardRange, SettingsError> {
         let total = self.shard_total;
         let shards = match (&self.shards, &self.bucket) {
             (Some(range), _) => gateway_shard::ShardRange::parse(range, total)
@@ -254,19 +366,7 @@ impl GatewayArgs {
             (None, None) => gateway_shard::ShardRange::new(0, total, total)
                 .map_err(|problem| invalid("DISCO_SHARD_TOTAL", "shard-total", problem))?,
         };
-        Ok(gateway_shard::Config {
-            token: discord.token()?,
-            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
-            gateway_url: discord
-                .gateway_url()?
-                .map(|url| url.as_str().trim_end_matches('/').to_owned()),
-            shards,
-            intents: gateway_shard::parse_intents(&self.intents)
-                .map_err(|problem| invalid("DISCO_INTENTS", "intents", problem))?,
-            events: gateway_shard::parse_events(&self.events)
-                .map_err(|problem| invalid("DISCO_EVENTS", "events", problem))?,
-            publish_buffer: self.publish_buffer,
-        })
+        Ok(shards)
     }
 }
 
@@ -334,6 +434,10 @@ pub(crate) struct SimArgs {
     /// Deliver interactions to this interactions endpoint (signed) instead of the gateway.
     #[arg(long, env = "DISCO_SIM_INTERACTIONS_URL")]
     pub(crate) interactions_url: Option<String>,
+    /// Where the voice server's TLS identity is written (`ca.pem` is what a voice node's
+    /// SSL_CERT_FILE must name); a directory under the system's temporary one by default.
+    #[arg(long, env = "DISCO_SIM_VOICE_TLS_DIR")]
+    pub(crate) voice_tls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -456,7 +560,7 @@ fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) ->
 #[derive(Debug)]
 #[expect(
     dead_code,
-    reason = "the roles read these as they are built (issues #4 to #7)"
+    reason = "checked together up front, read by each role from its own settings"
 )]
 pub(crate) struct Discord {
     pub(crate) token: Secret,

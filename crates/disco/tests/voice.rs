@@ -1,0 +1,280 @@
+//! Voice, end to end, as ops run it: the simulator (with its voice server), a gateway, a
+//! command worker and two voice nodes (one per shard) as OS processes on the real RabbitMQ.
+//! The voice nodes trust the simulator's voice server through `SSL_CERT_FILE`, as songbird
+//! only dials `wss://`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use discord_sim::{Config as SimConfig, Control, Simulator};
+use serde_json::Value;
+use tests::{Vhost, disco_command, rabbitmqctl, until_shards_connected};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Scene {
+    sim: Simulator,
+    control: Control,
+}
+
+impl Scene {
+    fn guild(&self, n: usize) -> &discord_sim::world::Guild {
+        &self.sim.world.guilds[n]
+    }
+
+    fn channel(&self, n: usize, name: &str) -> u64 {
+        self.guild(n)
+            .channels
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .id
+    }
+
+    fn member(&self, name: &str) -> u64 {
+        self.guild(0)
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .id
+    }
+
+    /// `member` says `text` in guild `n`'s general channel; the bot's reply.
+    async fn say(&self, n: usize, member: &str, text: &str) -> String {
+        let message = self
+            .control
+            .say(self.channel(n, "general"), self.member(member), text)
+            .await
+            .unwrap();
+        let id = message["id"].as_str().unwrap().to_owned();
+        let reply = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let sent = self.control.sent().await.unwrap();
+                if let Some(reply) = sent
+                    .into_iter()
+                    .find(|e| e["kind"] == "message" && e["nonce"] == id.as_str())
+                {
+                    return reply;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no reply to {text:?}"));
+        reply["content"].as_str().unwrap().to_owned()
+    }
+
+    async fn voice(&self, n: usize) -> Value {
+        self.control.voice_stats(self.guild(n).id).await.unwrap()
+    }
+
+    /// Waits until guild `n`'s voice stats satisfy `wanted`.
+    async fn until_voice(&self, n: usize, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let stats = self.voice(n).await;
+                if wanted(&stats) {
+                    return stats;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: {}", futures_stats(self.voice(n))))
+    }
+}
+
+/// The stats, for a failure message (blocking is fine: the test is failing).
+fn futures_stats(stats: impl std::future::Future<Output = Value>) -> Value {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(stats))
+}
+
+fn non_silent(stats: &Value) -> f64 {
+    stats["non_silent_seconds"].as_f64().unwrap()
+}
+
+/// How many seconds of `text` espeak-ng voices (20 ms frames above the simulator's silence
+/// threshold), measured on its own output.
+fn voiced_seconds(text: &str) -> f64 {
+    let output = std::process::Command::new("espeak-ng")
+        .args(["--stdout", "-v", "en", text])
+        .output()
+        .expect("espeak-ng is installed");
+    let samples: Vec<i16> = output.stdout[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let frames = samples.chunks(441).filter(|frame| {
+        let power: f64 = frame.iter().map(|&s| f64::from(s).powi(2)).sum();
+        (power / frame.len() as f64).sqrt() > 100.0
+    });
+    frames.count() as f64 * 0.02
+}
+
+/// Waits until RabbitMQ has every queue in `names` in the virtual host.
+async fn until_queues(vhost: &Vhost, names: &[&str]) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let queues = rabbitmqctl(&["list_queues", "-q", "-p", vhost.name(), "name"]);
+            if names.iter().all(|n| queues.lines().any(|l| l.trim() == *n)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the voice nodes declared their queues");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
+    let mut config = SimConfig::default();
+    config.world.recommended_shards = 2;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let scene = Scene { sim, control };
+    let vhost = Vhost::new("voice");
+    let ca = std::env::temp_dir().join(format!("disco-voice-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, scene.sim.voice_tls.ca_pem()).unwrap();
+    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
+    let disco = |args: &[&str]| {
+        let mut command = disco_command(binary, args, &scene.sim, &vhost);
+        command
+            .env("SSL_CERT_FILE", &ca)
+            .env("DISCO_MEDIA_DIR", media)
+            .env("DISCO_VOICE_IDLE_TIMEOUT_SECS", "2")
+            .env("DISCO_VOICE_TIMEOUT_MS", "20000");
+        command.spawn().unwrap()
+    };
+    // One node per shard; each owns its shard's guild.
+    let _node_0 = disco(&["voice-node", "--shard-total", "2", "--shards", "0..1"]);
+    let _node_1 = disco(&["voice-node", "--shard-total", "2", "--shards", "1..2"]);
+    let _worker = disco(&["command-worker", "--shard-total", "2"]);
+    // The nodes must bind their shards' events before the gateway sends GUILD_CREATE.
+    until_queues(
+        &vhost,
+        &["disco.voice.0", "disco.voice.1", "disco.command-worker"],
+    )
+    .await;
+    let _gateway = disco(&["gateway-shard", "--shard-total", "2"]);
+    until_shards_connected(&scene.control, 2).await;
+
+    // Not in voice: the original request's words.
+    let answer = scene.say(0, "bob", "~~voice hello disco").await;
+    assert_eq!(answer, "먼저, '음성채널'에 들어와 주세요. ^^");
+    assert_eq!(scene.voice(0).await["connections"], 0);
+
+    // In voice: the bot joins alice's channel and says it.
+    let (guild, lounge) = (scene.guild(0).id, scene.channel(0, "Lounge"));
+    scene
+        .control
+        .voice(guild, scene.member("alice"), Some(lounge))
+        .await
+        .unwrap();
+    let answer = scene.say(0, "alice", "~~voice hello disco").await;
+    assert_eq!(answer, format!("🔊 Speaking in <#{lounge}>."));
+    let spoken = voiced_seconds("hello disco");
+    assert!(spoken > 0.5, "espeak-ng voices {spoken} s of it");
+    let stats = scene
+        .until_voice(0, "the speech arrives whole", |s| {
+            non_silent(s) >= spoken - 0.1
+        })
+        .await;
+    assert_eq!(stats["connected"], true);
+    assert_eq!(stats["channel_id"], lounge.to_string());
+    assert_eq!(stats["decrypt_failures"], 0);
+    assert!(stats["max_dave_protocol_version"].as_u64().unwrap() >= 1);
+
+    // A bundled file plays whole: at least a second of sound.
+    let before = non_silent(&stats);
+    let answer = scene.say(0, "alice", "~~play chime.wav").await;
+    assert_eq!(answer, format!("▶️ Playing **chime.wav** in <#{lounge}>."));
+    scene
+        .until_voice(0, "the chime is heard", |s| non_silent(s) >= before + 1.0)
+        .await;
+    tokio::time::timeout(PATIENCE, async {
+        while scene.say(0, "alice", "~~queue").await != "Nothing is playing." {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the chime ends");
+
+    // Ogg/Vorbis and MP3 (8 s each): queued, listed, skipped, heard, stopped.
+    let answer = scene.say(0, "alice", "~~play arpeggio.ogg").await;
+    assert_eq!(
+        answer,
+        format!("▶️ Playing **arpeggio.ogg** in <#{lounge}>.")
+    );
+    let answer = scene.say(0, "alice", "~~play arpeggio.mp3").await;
+    assert_eq!(answer, "Queued **arpeggio.mp3** (position 2).");
+    let answer = scene.say(0, "alice", "~~queue").await;
+    assert_eq!(
+        answer,
+        "Now playing, then up next:\n1. arpeggio.ogg\n2. arpeggio.mp3"
+    );
+    let answer = scene.say(0, "alice", "~~skip").await;
+    assert_eq!(answer, "⏭️ Skipped **arpeggio.ogg**.");
+    let answer = scene.say(0, "alice", "~~queue").await;
+    assert_eq!(answer, "Now playing, then up next:\n1. arpeggio.mp3");
+    let heard = non_silent(&scene.voice(0).await);
+    scene
+        .until_voice(0, "the MP3 is heard", |s| non_silent(s) >= heard + 0.5)
+        .await;
+    let answer = scene.say(0, "alice", "~~stop").await;
+    assert_eq!(answer, "⏹️ Stopped; 1 track(s) cleared.");
+    let answer = scene.say(0, "alice", "~~queue").await;
+    assert_eq!(answer, "Nothing is playing.");
+    let answer = scene.say(0, "alice", "~~play ../../Cargo.toml").await;
+    assert!(
+        answer.contains("name a file inside the media directory"),
+        "{answer}"
+    );
+    // One call the whole time: the guild's call was reused.
+    assert_eq!(scene.voice(0).await["connections"], 1);
+
+    // Leave: the connection ends; nothing left to skip.
+    let answer = scene.say(0, "alice", "~~leave").await;
+    assert_eq!(answer, "👋 Left the voice channel.");
+    scene
+        .until_voice(0, "the call ends", |s| s["connected"] == false)
+        .await;
+    let answer = scene.say(0, "alice", "~~skip").await;
+    assert_eq!(answer, "The bot is not connected to a voice channel.");
+
+    // The other shard's guild is the other node's: it speaks there too.
+    let (guild_1, lounge_1) = (scene.guild(1).id, scene.channel(1, "Lounge"));
+    scene
+        .control
+        .voice(guild_1, scene.member("alice"), Some(lounge_1))
+        .await
+        .unwrap();
+    let answer = scene.say(1, "alice", "~~voice hello disco").await;
+    assert_eq!(answer, format!("🔊 Speaking in <#{lounge_1}>."));
+    scene
+        .until_voice(1, "the other guild hears it", |s| {
+            non_silent(s) >= spoken - 0.1
+        })
+        .await;
+
+    // Alone in the channel, the bot leaves after the idle time (2 s here).
+    scene
+        .control
+        .voice(guild_1, scene.member("alice"), None)
+        .await
+        .unwrap();
+    scene
+        .until_voice(1, "the bot leaves an empty channel", |s| {
+            s["connected"] == false
+        })
+        .await;
+
+    let violations = scene.control.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    std::fs::remove_file(&ca).ok();
+}
