@@ -1,7 +1,8 @@
-//! `disco demo`: the Discord simulator and every built role in one process on the in-memory
-//! bus, and a short scripted session a newcomer can watch: a member types `~~ping`, then uses
-//! the slash command `/테스트`. Then it stays up for the user's own messages (or, with
-//! `--once`, exits 0 only if every step got the answer it should).
+//! `disco demo`: the Discord simulator and every role in one process on the in-memory bus, and
+//! a short scripted session a newcomer can watch: a member types `~~ping`, uses the slash
+//! command `/테스트`, then joins a voice channel and has the bot speak and play a tune. Then it
+//! stays up for the user's own messages (or, with `--once`, exits 0 only if every step got the
+//! answer it should).
 
 use std::time::Duration;
 
@@ -12,6 +13,37 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{Cli, DemoArgs};
+
+/// songbird dials the voice server over `wss://` and trusts only what `SSL_CERT_FILE` names
+/// (read as the process connects). Nothing may write this process's environment, so the demo
+/// makes its voice CA first, then runs itself again with `SSL_CERT_FILE` set. Returns only if
+/// that failed.
+pub(crate) fn trust_voice_ca(args: &DemoArgs) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let made = || -> anyhow::Result<std::path::PathBuf> {
+        let tls = discord_sim::VoiceTls::generate(args.listen.ip())
+            .context("cannot make the voice server's certificate")?;
+        let dir = std::env::temp_dir().join(format!("disco-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| tls.save(&dir))
+            .with_context(|| format!("cannot write {}", dir.display()))?;
+        Ok(dir)
+    };
+    let dir = match made() {
+        Ok(dir) => dir,
+        Err(error) => return error,
+    };
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(error) => return anyhow::Error::new(error).context("cannot find the disco binary"),
+    };
+    let error = std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .env("SSL_CERT_FILE", dir.join("ca.pem"))
+        .env("DISCO_DEMO_VOICE_TLS", &dir)
+        .exec();
+    anyhow::Error::new(error).context("cannot run disco demo again")
+}
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -28,12 +60,19 @@ pub(crate) async fn run(
         max_concurrency: 2,
         ..discord_sim::World::default()
     };
+    let voice_tls = match &args.voice_tls {
+        Some(dir) => Some(
+            discord_sim::VoiceTls::load(dir)
+                .with_context(|| format!("cannot read the voice TLS in {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let sim = Simulator::start(
         args.listen,
         discord_sim::Config {
             world,
             interactions_url: None,
-            voice_tls: None,
+            voice_tls,
         },
     )
     .await
@@ -65,7 +104,9 @@ pub(crate) async fn run(
         "--ingress-listen".into(),
         args.ingress_listen.to_string(),
         "--voice-timeout-ms".into(),
-        "1500".into(),
+        "8000".into(),
+        "--media-dir".into(),
+        media_dir(),
     ];
     let cli = Cli::try_parse_from(flags).context("the demo's own settings")?;
     let report = command_worker::sync(
@@ -127,11 +168,32 @@ pub(crate) async fn run(
         content.starts_with("찬구: 첫 글입니다")
     });
 
+    let lounge = guild
+        .channels
+        .iter()
+        .find(|c| c.kind == discord_sim::world::ChannelKind::Voice)
+        .context("the demo world has a voice channel")?;
     println!(
-        "{} joins the voice channel and types ~~voice hello",
-        alice.name
+        "{} joins the voice channel {} and types ~~voice hello disco",
+        alice.name, lounge.name
     );
-    println!("  skipped: the voice node is not built yet (issue #7)");
+    control.voice(guild.id, alice.id, Some(lounge.id)).await?;
+    let message = control
+        .say(channel, alice.id, "~~voice hello disco")
+        .await?;
+    let nonce = message["id"].as_str().unwrap_or_default().to_owned();
+    let reply = until(&control, |e| e["nonce"] == nonce.as_str()).await;
+    passed &= step(reply.as_ref(), |content| {
+        content.starts_with("🔊 Speaking in")
+    });
+    passed &= heard(&control, guild.id, 0.5).await;
+
+    println!("{} types ~~play chime.wav", alice.name);
+    let message = control.say(channel, alice.id, "~~play chime.wav").await?;
+    let nonce = message["id"].as_str().unwrap_or_default().to_owned();
+    let reply = until(&control, |e| e["nonce"] == nonce.as_str()).await;
+    passed &= step(reply.as_ref(), |content| content.contains("chime.wav"));
+    passed &= heard(&control, guild.id, 1.5).await;
     println!();
 
     if args.once {
@@ -141,6 +203,7 @@ pub(crate) async fn run(
             .context("the roles panicked")?
             .map_err(|_| anyhow::anyhow!("a role failed"))?;
         sim.stop().await?;
+        remove_voice_tls(args);
         return Ok(passed);
     }
     println!("Disco keeps running. Talk to it yourself:");
@@ -158,7 +221,49 @@ pub(crate) async fn run(
         .context("the roles panicked")?
         .map_err(|_| anyhow::anyhow!("a role failed"))?;
     sim.stop().await?;
+    remove_voice_tls(args);
     Ok(passed)
+}
+
+fn remove_voice_tls(args: &DemoArgs) {
+    if let Some(dir) = &args.voice_tls {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// The bundled audio files, where the build tree has them.
+fn media_dir() -> String {
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media");
+    match std::path::Path::new(bundled).canonicalize() {
+        Ok(path) => path.display().to_string(),
+        Err(_) => "media".to_owned(),
+    }
+}
+
+/// Waits until the simulated voice server has heard `seconds` of sound in the guild, in all.
+async fn heard(control: &Control, guild_id: u64, seconds: f64) -> bool {
+    let heard = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(stats) = control.voice_stats(guild_id).await {
+                let heard = stats["non_silent_seconds"].as_f64().unwrap_or_default();
+                if heard >= seconds {
+                    return heard;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    match heard {
+        Ok(heard) => {
+            println!("  the voice channel hears it: {heard:.2} s of sound so far");
+            true
+        }
+        Err(_) => {
+            println!("  the voice channel did not hear {seconds} s of sound");
+            false
+        }
+    }
 }
 
 /// Prints the answer and whether it is the one expected.

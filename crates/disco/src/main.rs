@@ -34,6 +34,14 @@ fn main() -> ExitCode {
         eprintln!("error: {problem}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Some(Command::Demo(args)) = &cli.command
+        && args.voice_tls.is_none()
+    {
+        // Only returns if running itself again failed.
+        let error = demo::trust_voice_ca(args);
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
     // lapin and songbird both bring rustls; exactly one crypto provider must be chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {

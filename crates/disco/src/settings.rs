@@ -408,6 +408,10 @@ pub(crate) struct DemoArgs {
     /// Where the demo's ingress listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) ingress_listen: SocketAddr,
+    /// The voice server's TLS identity, made by the demo before it runs itself again with
+    /// SSL_CERT_FILE naming its CA (see `demo::trust_voice_ca`).
+    #[arg(long, env = "DISCO_DEMO_VOICE_TLS", hide = true)]
+    pub(crate) voice_tls: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -492,7 +496,7 @@ pub(crate) struct TelemetryArgs {
     #[arg(
         long,
         env = "DISCO_LOG",
-        default_value = "info,lapin=error",
+        default_value = "info,lapin=error,songbird=warn",
         global = true
     )]
     pub(crate) log: String,
