@@ -85,6 +85,7 @@ async fn every_queried_metric_is_exported() {
             "error",
         ])
         .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

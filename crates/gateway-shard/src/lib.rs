@@ -214,6 +214,13 @@ impl GatewayShard {
             let _ = metrics.resumes.get_or_create(&label);
             let _ = metrics.shard_state.get_or_create(&label);
         }
+        for event in &config.events {
+            let label = metrics::EventLabel {
+                event: event.clone(),
+            };
+            let _ = metrics.published.get_or_create(&label);
+            let _ = metrics.unrouted.get_or_create(&label);
+        }
         let ready = config
             .shards
             .ids()

@@ -52,9 +52,14 @@ impl Metrics {
             shards_owned: Gauge::default(),
             events: Counter::default(),
         };
-        // Both states from the start, so a dashboard shows 0 rather than nothing.
+        // Both states, and the usual causes of a lost connection, from the start, so a
+        // dashboard shows 0 rather than nothing.
         for state in ["playing", "queued"] {
             let _ = metrics.tracks.get_or_create(&TrackLabel { state });
+        }
+        for code in ["4006", "4014", "4015", "timeout", "io"] {
+            let code = code.to_owned();
+            let _ = metrics.disconnects.get_or_create(&DisconnectLabel { code });
         }
         let r = registry.sub_registry_with_prefix("voice_node");
         r.register("calls", "Voice calls connected now", metrics.calls.clone());
