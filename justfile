@@ -56,5 +56,10 @@ bench-commands:
 bench-ingress:
     cargo bench --locked -p interactions-ingress --bench load
 
+# CPU per voice call, and how many calls one voice node holds (CALLS=1,10,20 sets the steps).
+bench-voice:
+    cargo build --locked --release --bin disco
+    cargo bench --locked -p tests --bench voice
+
 # Every benchmark.
-bench: bench-sim bench-gateway bench-commands bench-ingress
+bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice

@@ -366,6 +366,25 @@ pub async fn until_shards_connected(control: &Control, count: usize) {
     .expect("shards connected in time");
 }
 
+/// Waits until RabbitMQ has every queue in `names` in the virtual host (consumers declare
+/// their queues when they start).
+///
+/// # Panics
+/// When they are not there within [`PATIENCE`] (three times over, for processes starting up).
+pub async fn until_queues(vhost: &Vhost, names: &[&str]) {
+    tokio::time::timeout(PATIENCE * 3, async {
+        loop {
+            let queues = rabbitmqctl(&["list_queues", "-q", "-p", vhost.name(), "name"]);
+            if names.iter().all(|n| queues.lines().any(|l| l.trim() == *n)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the queues were declared in time");
+}
+
 /// Dispatches `count` messages from the first member of the first guild in its general
 /// channel: `content` followed by ` #n`.
 ///

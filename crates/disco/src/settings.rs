@@ -191,6 +191,8 @@ impl VoiceArgs {
             .into());
         }
         let config = voice_node::Config {
+            token: discord.token()?,
+            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
             user_id: discord.application_id()?,
             shards: shards.ids(),
             shard_total: shards.total(),

@@ -1,7 +1,8 @@
 //! Voice, end to end, as ops run it: the simulator (with its voice server), a gateway, a
 //! command worker and two voice nodes (one per shard) as OS processes on the real RabbitMQ.
 //! The voice nodes trust the simulator's voice server through `SSL_CERT_FILE`, as songbird
-//! only dials `wss://`.
+//! only dials `wss://`. Ends with a rollout: a standby node takes a shard over from a node
+//! that died.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use discord_sim::{Config as SimConfig, Control, Simulator};
 use serde_json::Value;
-use tests::{Vhost, disco_command, rabbitmqctl, until_shards_connected};
+use tests::{Vhost, disco_command, until_queues, until_shards_connected};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -113,21 +114,6 @@ fn voiced_seconds(text: &str) -> f64 {
     frames.count() as f64 * 0.02
 }
 
-/// Waits until RabbitMQ has every queue in `names` in the virtual host.
-async fn until_queues(vhost: &Vhost, names: &[&str]) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let queues = rabbitmqctl(&["list_queues", "-q", "-p", vhost.name(), "name"]);
-            if names.iter().all(|n| queues.lines().any(|l| l.trim() == *n)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the voice nodes declared their queues");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
     let mut config = SimConfig::default();
@@ -153,7 +139,7 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
     };
     // One node per shard; each owns its shard's guild.
     let _node_0 = disco(&["voice-node", "--shard-total", "2", "--shards", "0..1"]);
-    let _node_1 = disco(&["voice-node", "--shard-total", "2", "--shards", "1..2"]);
+    let mut node_1 = disco(&["voice-node", "--shard-total", "2", "--shards", "1..2"]);
     let _worker = disco(&["command-worker", "--shard-total", "2"]);
     // The nodes must bind their shards' events before the gateway sends GUILD_CREATE.
     until_queues(
@@ -271,6 +257,42 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
     scene
         .until_voice(1, "the bot leaves an empty channel", |s| {
             s["connected"] == false
+        })
+        .await;
+
+    // A rollout: a second node for shard 1 waits while the first plays on; the first dies;
+    // the second takes the shard over and finds alice (whose join it never saw) through
+    // Discord's REST API.
+    scene
+        .control
+        .voice(guild_1, scene.member("alice"), Some(lounge_1))
+        .await
+        .unwrap();
+    let answer = scene.say(1, "alice", "~~play arpeggio.ogg").await;
+    assert_eq!(
+        answer,
+        format!("▶️ Playing **arpeggio.ogg** in <#{lounge_1}>.")
+    );
+    let _standby = disco(&["voice-node", "--shard-total", "2", "--shards", "1..2"]);
+    let playing = scene.voice(1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = scene.voice(1).await;
+    assert_eq!(
+        still["connections"], playing["connections"],
+        "the call was not taken over"
+    );
+    assert!(
+        still["packets"].as_u64() > playing["packets"].as_u64(),
+        "the call plays on"
+    );
+    node_1.start_kill().unwrap();
+    node_1.wait().await.unwrap();
+    let heard = non_silent(&still);
+    let answer = scene.say(1, "alice", "~~voice hello disco").await;
+    assert_eq!(answer, format!("🔊 Speaking in <#{lounge_1}>."));
+    scene
+        .until_voice(1, "the new node speaks", |s| {
+            non_silent(s) >= heard + spoken - 0.1
         })
         .await;
 

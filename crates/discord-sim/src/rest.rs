@@ -33,6 +33,10 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         .route("/gateway", get(gateway))
         .route("/gateway/bot", get(gateway_bot))
         .route("/users/@me", get(current_user))
+        .route(
+            "/guilds/{guild_id}/voice-states/{user_id}",
+            get(user_voice_state),
+        )
         .route("/applications/@me", get(current_application))
         .route("/oauth2/applications/@me", get(current_application))
         .route("/channels/{channel_id}/messages", post(create_message))
@@ -286,6 +290,51 @@ async fn current_user(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Respon
     match admit(&sim, &route) {
         Ok(headers) => with_headers(headers, StatusCode::OK, payload::current_user(&sim.world)),
         Err(response) => response,
+    }
+}
+
+/// Get User Voice State: where a member is in voice, or 404 Unknown Voice State.
+async fn user_voice_state(
+    State(sim): State<Arc<Sim>>,
+    Path((guild_id, user_id)): Path<(u64, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    let route = bot_route(
+        &sim,
+        "other",
+        format!("guilds/{guild_id}/voice-states"),
+        &headers,
+    );
+    let headers = match admit(&sim, &route) {
+        Ok(headers) => headers,
+        Err(response) => return response,
+    };
+    let Some(guild) = sim.world.guild(guild_id) else {
+        return error(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
+    };
+    let Some(user) = guild
+        .members
+        .iter()
+        .chain(std::iter::once(&sim.world.bot))
+        .find(|m| m.id == user_id)
+    else {
+        return error(StatusCode::NOT_FOUND, 10013, "Unknown User");
+    };
+    let channel = sim.lock().voice.get(&(guild_id, user_id)).copied();
+    match channel {
+        Some(channel) => {
+            let session = format!("{:x}", sim.snowflake());
+            let state = payload::voice_state(
+                guild_id,
+                Some(channel),
+                user,
+                user.id == sim.world.bot.id,
+                &session,
+                payload::now_ms(),
+            );
+            with_headers(headers, StatusCode::OK, state)
+        }
+        None => error(StatusCode::NOT_FOUND, 10065, "Unknown Voice State"),
     }
 }
 

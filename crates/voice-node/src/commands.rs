@@ -14,6 +14,7 @@ use disco_proto::v1::{VoiceCommand, VoiceReply};
 use songbird::tracks::Track;
 
 use crate::calls::{Calls, Guild};
+use crate::discord::Rest;
 use crate::metrics::{CommandLabel, Metrics};
 use crate::source::Source;
 use crate::speech::{MAX_TEXT, Speech};
@@ -34,6 +35,7 @@ pub(crate) struct Node {
     speech: Speech,
     media_dir: PathBuf,
     http: reqwest::Client,
+    rest: Rest,
     /// guild -> its turn: one command at a time per guild, in the order they arrived.
     turns: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -49,6 +51,7 @@ fn reply(outcome: Outcome, detail: impl Into<String>) -> VoiceReply {
 impl Node {
     pub(crate) fn new(config: &crate::Config, bus: Bus, metrics: Metrics) -> Self {
         let user_id = NonZeroU64::new(config.user_id).unwrap_or(NonZeroU64::MIN);
+        let http = reqwest::Client::new();
         Self {
             user_id: config.user_id,
             shard_total: config.shard_total,
@@ -63,8 +66,32 @@ impl Node {
             metrics,
             speech: Speech::new(config.tts_program.clone(), config.tts_voice.clone()),
             media_dir: config.media_dir.clone(),
-            http: reqwest::Client::new(),
+            rest: Rest::new(http.clone(), &config.api_url, config.token.clone()),
+            http,
             turns: Mutex::default(),
+        }
+    }
+
+    /// The voice channel a member is in: from the gateway's events, or, for a guild whose
+    /// GUILD_CREATE this node did not see, from Discord.
+    async fn locate(&self, guild_id: u64, user_id: u64) -> Option<u64> {
+        if let Some(channel) = self.voices.channel_of(guild_id, user_id) {
+            return Some(channel);
+        }
+        if self.voices.complete(guild_id) {
+            return None;
+        }
+        match self.rest.voice_channel(guild_id, user_id).await {
+            Ok(channel) => {
+                if channel.is_some() {
+                    self.voices.set(guild_id, user_id, channel);
+                }
+                channel
+            }
+            Err(error) => {
+                tracing::warn!(%error, guild_id, "cannot ask Discord where the member is");
+                None
+            }
         }
     }
 
@@ -144,8 +171,8 @@ impl Node {
         requester: u64,
     ) -> Result<(Arc<Guild>, u64), VoiceReply> {
         let Some(channel) = self
-            .voices
-            .channel_of(guild_id.get(), requester)
+            .locate(guild_id.get(), requester)
+            .await
             .and_then(NonZeroU64::new)
         else {
             return Err(reply(Outcome::NotInVoice, ""));
@@ -183,7 +210,7 @@ impl Node {
                 format!("That is too long to say; keep it under {MAX_TEXT} characters."),
             );
         }
-        if self.voices.channel_of(guild_id.get(), requester).is_none() {
+        if self.locate(guild_id.get(), requester).await.is_none() {
             return reply(Outcome::NotInVoice, "");
         }
         let started = Instant::now();
@@ -211,7 +238,7 @@ impl Node {
             Ok(source) => source,
             Err(why) => return reply(Outcome::BadSource, why),
         };
-        if self.voices.channel_of(guild_id.get(), requester).is_none() {
+        if self.locate(guild_id.get(), requester).await.is_none() {
             return reply(Outcome::NotInVoice, "");
         }
         let input = match source.open(&self.http).await {

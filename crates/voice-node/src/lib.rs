@@ -6,13 +6,15 @@
 //! - `shard`: owning one shard: its lock, its queue, events applied in order, commands in
 //!   parallel (one at a time per guild).
 //! - `calls`: songbird calls in driver mode; op 4 goes to the gateway through the bus.
-//! - `voices`: who is in which voice channel, from the gateway's events.
+//! - `voices`: who is in which voice channel, from the gateway's events; `discord`: asking
+//!   Discord for a member the events never mentioned.
 //! - `commands`: a `VoiceCommand` in, a `VoiceReply` out.
 //! - `speech`, `source`: text-to-speech with espeak-ng; files and URLs to play.
 //! - `metrics`: `disco_voice_node_*`.
 
 mod calls;
 mod commands;
+mod discord;
 mod metrics;
 mod shard;
 mod source;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use disco_proto::Secret;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +37,10 @@ pub const ROLE: &str = "voice-node";
 /// What the voice node needs.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The bot token (to ask Discord where a member is, when the node has not seen it).
+    pub token: Secret,
+    /// Discord's REST base (`https://discord.com` or a simulator's `http://host:port`).
+    pub api_url: String,
     /// The bot's user id (voice connections are made as this user).
     pub user_id: u64,
     /// The shards whose guilds this node holds the calls of.

@@ -6,14 +6,22 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Deserialize;
 
-/// guild -> (user -> voice channel).
+/// guild -> (user -> voice channel), and whether the guild's whole list is known.
 #[derive(Debug, Default)]
 pub(crate) struct Voices {
-    guilds: Mutex<HashMap<u64, HashMap<u64, u64>>>,
+    guilds: Mutex<HashMap<u64, GuildVoices>>,
+}
+
+#[derive(Debug, Default)]
+struct GuildVoices {
+    channels: HashMap<u64, u64>,
+    /// Filled from GUILD_CREATE: a member missing here is not in voice. A node that started
+    /// after the guild's GUILD_CREATE only knows the changes since.
+    complete: bool,
 }
 
 impl Voices {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, HashMap<u64, u64>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, GuildVoices>> {
         self.guilds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -23,13 +31,24 @@ impl Voices {
             .iter()
             .filter_map(|s| Some((s.user_id, s.channel_id?)))
             .collect();
-        self.lock().insert(guild_id, channels);
+        self.lock().insert(
+            guild_id,
+            GuildVoices {
+                channels,
+                complete: true,
+            },
+        );
+    }
+
+    /// Whether the node has the guild's whole list (it saw its GUILD_CREATE).
+    pub(crate) fn complete(&self, guild_id: u64) -> bool {
+        self.lock().get(&guild_id).is_some_and(|g| g.complete)
     }
 
     /// A member joined, moved (`Some`) or left voice (`None`).
     pub(crate) fn set(&self, guild_id: u64, user_id: u64, channel_id: Option<u64>) {
         let mut guilds = self.lock();
-        let guild = guilds.entry(guild_id).or_default();
+        let guild = &mut guilds.entry(guild_id).or_default().channels;
         match channel_id {
             Some(channel) => guild.insert(user_id, channel),
             None => guild.remove(&user_id),
@@ -38,13 +57,14 @@ impl Voices {
 
     /// The voice channel a member is in.
     pub(crate) fn channel_of(&self, guild_id: u64, user_id: u64) -> Option<u64> {
-        self.lock().get(&guild_id)?.get(&user_id).copied()
+        self.lock().get(&guild_id)?.channels.get(&user_id).copied()
     }
 
     /// How many members other than `except` are in a voice channel.
     pub(crate) fn others_in(&self, guild_id: u64, channel_id: u64, except: u64) -> usize {
         self.lock().get(&guild_id).map_or(0, |guild| {
             guild
+                .channels
                 .iter()
                 .filter(|&(&user, &channel)| channel == channel_id && user != except)
                 .count()
@@ -112,7 +132,9 @@ mod tests {
         )
         .expect("parses");
         let voices = Voices::default();
+        assert!(!voices.complete(10));
         voices.replace(guild.id, &guild.voice_states);
+        assert!(voices.complete(10));
         assert_eq!(voices.channel_of(10, 1), Some(100));
         assert_eq!(voices.channel_of(10, 3), None);
         assert_eq!(voices.others_in(10, 100, 1), 1);
