@@ -60,6 +60,8 @@ pub struct Simulator {
     pub world: World,
     /// The Ed25519 public key interactions are signed with, hex.
     pub public_key: String,
+    /// `host:port` of the voice gateway (`wss://`), as VOICE_SERVER_UPDATE names it.
+    pub voice_endpoint: String,
     /// The voice gateway's identity: clients must trust [`VoiceTls::ca_pem`].
     pub voice_tls: VoiceTls,
     shutdown: CancellationToken,
@@ -78,6 +80,7 @@ impl Simulator {
         let rest_url = listeners.sim.urls.rest.clone();
         let gateway_url = listeners.sim.urls.gateway.clone();
         let voice_tls = listeners.tls.clone();
+        let voice_endpoint = listeners.sim.voice.endpoint.clone();
         let task = tokio::spawn(listeners.serve(shutdown.clone()));
         Ok(Self {
             address,
@@ -85,6 +88,7 @@ impl Simulator {
             gateway_url,
             world,
             public_key,
+            voice_endpoint,
             voice_tls,
             shutdown,
             task,
