@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bus::Bus;
 use disco_proto::v1::voice_command::Action;
@@ -51,7 +51,13 @@ fn reply(outcome: Outcome, detail: impl Into<String>) -> VoiceReply {
 impl Node {
     pub(crate) fn new(config: &crate::Config, bus: Bus, metrics: Metrics) -> Self {
         let user_id = NonZeroU64::new(config.user_id).unwrap_or(NonZeroU64::MIN);
-        let http = reqwest::Client::new();
+        // A slow or silent server must not hold a guild's turn: connecting and every read
+        // are bounded (not the whole body, which streams for as long as the track plays).
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(15))
+            .build()
+            .unwrap_or_default();
         Self {
             user_id: config.user_id,
             shard_total: config.shard_total,

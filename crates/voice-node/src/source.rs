@@ -21,10 +21,13 @@ impl Source {
         }
         if text.starts_with("http://") || text.starts_with("https://") {
             let url = reqwest::Url::parse(text).map_err(|e| format!("{text} is not a URL: {e}"))?;
-            if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("{text} has no host"));
-            }
-            return Ok(Self::Url(url.to_string()));
+            return match url.host() {
+                None => Err(format!("{text} has no host")),
+                Some(host) if internal(&host) => Err(format!(
+                    "{text} points inside the bot's own network; only public URLs can be played"
+                )),
+                Some(_) => Ok(Self::Url(url.to_string())),
+            };
         }
         if text.contains("://") {
             return Err("only http and https URLs can be played".to_owned());
@@ -72,6 +75,40 @@ impl Source {
     }
 }
 
+/// Hosts a member must not make the node fetch from: its own machine and private networks
+/// (cloud metadata, cluster services). Names are checked by what they spell, not by what they
+/// resolve to.
+fn internal(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || !name.contains('.')
+                || name.ends_with(".internal")
+                || name.ends_with(".local")
+                || name.ends_with(".cluster.local")
+                || name.ends_with(".svc")
+        }
+        url::Host::Ipv4(ip) => {
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+        }
+        url::Host::Ipv6(ip) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_unique_local()
+                || ip.is_unicast_link_local()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| internal(&url::Host::Ipv4(v4)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +126,15 @@ mod tests {
             "ftp://example.com/a.mp3",
             "file:///etc/passwd",
             "https://",
+            "http://localhost:15672/api/overview",
+            "http://127.0.0.1/a.mp3",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.7/a.mp3",
+            "http://[::1]/a.mp3",
+            "http://[::ffff:192.168.1.1]/a.mp3",
+            "http://disco-rabbitmq:15672/",
+            "http://kube-dns.kube-system.svc/",
+            "http://metadata.google.internal/",
         ] {
             assert!(Source::parse(text, &media).is_err(), "{text:?} accepted");
         }
