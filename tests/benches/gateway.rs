@@ -124,19 +124,9 @@ async fn throughput(events: u32) {
 
 /// Memory of an idle `disco gateway-shard` process holding 16 shards (the release binary).
 async fn idle_memory() {
-    let disco = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("disco");
-    if !disco.exists() {
-        println!(
-            "idle memory: skipped, build the release binary first (cargo build --release --bin disco)"
-        );
+    let Some(disco) = tests::release_disco("idle memory") else {
         return;
-    }
+    };
     let mut config = SimConfig::default();
     config.world.max_concurrency = 16;
     config.world.recommended_shards = 16;

@@ -87,19 +87,9 @@ async fn packets(control: &Control, guilds: &[u64]) -> Vec<u64> {
 }
 
 async fn calls(steps: &[usize]) {
-    let disco = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("disco");
-    if !disco.exists() {
-        println!(
-            "voice: skipped, build the release binary first (cargo build --release --bin disco)"
-        );
+    let Some(disco) = tests::release_disco("voice") else {
         return;
-    }
+    };
     let most = steps.iter().copied().max().unwrap_or(1);
     let config = SimConfig {
         world: world(most),

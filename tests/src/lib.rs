@@ -447,6 +447,21 @@ pub fn disco_command(
     command
 }
 
+/// The release `disco` beside a benchmark's executable, or `None` (with a line saying how to
+/// build it) when it is not built: benchmarks measure the binary ops run.
+pub fn release_disco(what: &str) -> Option<std::path::PathBuf> {
+    let disco = std::env::current_exe()
+        .ok()?
+        .parent()?
+        .parent()?
+        .join("disco");
+    if disco.exists() {
+        return Some(disco);
+    }
+    println!("{what}: skipped, build the release binary first (cargo build --release --bin disco)");
+    None
+}
+
 /// What benchmarks read of processes, from `/proc`.
 pub mod measure {
     /// CPU seconds (user + system) a process has used.

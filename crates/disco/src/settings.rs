@@ -166,22 +166,16 @@ impl VoiceArgs {
         hostname: Option<&str>,
     ) -> Result<voice_node::Config, SettingsError> {
         let shards = gateway.shard_range(hostname)?;
-        if self.voice_idle_timeout_secs == 0 {
-            return Err(invalid(
-                "DISCO_VOICE_IDLE_TIMEOUT_SECS",
-                "voice-idle-timeout-secs",
-                "expected at least 1",
-            )
-            .into());
-        }
-        if self.voice_join_timeout_ms == 0 {
-            return Err(invalid(
-                "DISCO_VOICE_JOIN_TIMEOUT_MS",
-                "voice-join-timeout-ms",
-                "expected at least 1",
-            )
-            .into());
-        }
+        at_least_one(
+            self.voice_idle_timeout_secs,
+            "DISCO_VOICE_IDLE_TIMEOUT_SECS",
+            "voice-idle-timeout-secs",
+        )?;
+        at_least_one(
+            self.voice_join_timeout_ms,
+            "DISCO_VOICE_JOIN_TIMEOUT_MS",
+            "voice-join-timeout-ms",
+        )?;
         if self.tts_voice.trim().is_empty() || self.tts_voice.starts_with('-') {
             return Err(invalid(
                 "DISCO_TTS_VOICE",
@@ -248,17 +242,12 @@ impl WorkerArgs {
             )
             .into());
         }
-        if self.concurrency == 0 {
-            return Err(invalid(
-                "DISCO_WORKER_CONCURRENCY",
-                "concurrency",
-                "expected at least 1",
-            )
-            .into());
-        }
-        if shard_total == 0 {
-            return Err(invalid("DISCO_SHARD_TOTAL", "shard-total", "expected at least 1").into());
-        }
+        at_least_one(
+            self.concurrency.into(),
+            "DISCO_WORKER_CONCURRENCY",
+            "concurrency",
+        )?;
+        at_least_one(shard_total.into(), "DISCO_SHARD_TOTAL", "shard-total")?;
         Ok(command_worker::Config {
             token: discord.token()?,
             api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
@@ -552,6 +541,14 @@ pub(crate) enum SettingsError {
     Invalid(#[from] Invalid),
     #[error(transparent)]
     Missing(#[from] Missing),
+}
+
+/// A count or a duration that must not be zero.
+fn at_least_one(value: u64, env: &'static str, flag: &'static str) -> Result<(), Invalid> {
+    if value == 0 {
+        return Err(invalid(env, flag, "expected at least 1"));
+    }
+    Ok(())
 }
 
 fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) -> Invalid {

@@ -419,12 +419,7 @@ impl VoiceSession {
         link: &CancellationToken,
     ) -> Result<(), End> {
         let text = |key: &str| d.get(key).and_then(Value::as_str).unwrap_or_default();
-        let id = |key: &str| match d.get(key) {
-            Some(Value::String(s)) => s.parse::<u64>().ok(),
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
-        };
-        let guild_id = id("server_id").unwrap_or_default();
+        let guild_id = snowflake(d, "server_id").unwrap_or_default();
         let dave = d
             .get("max_dave_protocol_version")
             .and_then(Value::as_u64)
@@ -433,7 +428,7 @@ impl VoiceSession {
             let mut hub = sim.voice.lock();
             let grant = hub.grants.get(&guild_id).cloned();
             let valid = grant.as_ref().is_some_and(|grant| {
-                id("user_id") == Some(sim.world.bot.id)
+                snowflake(d, "user_id") == Some(sim.world.bot.id)
                     && text("session_id") == grant.session_id
                     && text("token") == grant.token
             });
@@ -502,11 +497,7 @@ impl VoiceSession {
         d: &Value,
         link: &CancellationToken,
     ) -> Result<(), End> {
-        let guild_id = match d.get("server_id") {
-            Some(Value::String(s)) => s.parse::<u64>().unwrap_or_default(),
-            Some(Value::Number(n)) => n.as_u64().unwrap_or_default(),
-            _ => 0,
-        };
+        let guild_id = snowflake(d, "server_id").unwrap_or_default();
         let text = |key: &str| d.get(key).and_then(Value::as_str).unwrap_or_default();
         {
             let mut hub = sim.voice.lock();
@@ -556,6 +547,15 @@ impl VoiceSession {
             "secret_key": key.to_vec(),
             "dave_protocol_version": 0,
         }))
+    }
+}
+
+/// An id as clients send it: a string, or (some clients) a number.
+fn snowflake(d: &Value, key: &str) -> Option<u64> {
+    match d.get(key)? {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
     }
 }
 
