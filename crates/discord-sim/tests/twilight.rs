@@ -264,7 +264,9 @@ async fn op7_reconnect_and_invalid_session_are_handled_as_documented() {
         .map(|t| t.as_u64().unwrap())
         .collect();
     assert_eq!(identifies.len(), 2, "{log}");
-    assert!(identifies[1] - identifies[0] >= 5_000, "{identifies:?}");
+    // The log is wall-clock milliseconds (seen 4,993 once); the simulator enforces the 5 s on
+    // its monotonic clock, and an early IDENTIFY would be a violation, asserted next.
+    assert!(identifies[1] - identifies[0] >= 4_900, "{identifies:?}");
     assert!(control.violations().await.unwrap().is_empty());
 
     shard.close(CloseFrame::NORMAL);
