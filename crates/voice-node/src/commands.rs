@@ -277,13 +277,21 @@ impl Node {
         let Some(guild) = self.connected(guild_id).await else {
             return reply(Outcome::NotConnected, "");
         };
-        let call = guild.call.lock().await;
-        let Some(current) = call.queue().current() else {
+        let queue = guild.call.lock().await.queue().clone();
+        let Some(current) = queue.current() else {
             return reply(Outcome::NothingPlaying, "");
         };
         let title = current.data::<Title>().0.clone();
-        if call.queue().skip().is_err() {
+        if queue.skip().is_err() {
             return reply(Outcome::Failed, format!("could not skip {title}"));
+        }
+        // The queue moves on when the driver reports the track ended (within a mixing tick or
+        // two); answer once it has, so the next `queue` already shows what plays now.
+        for _ in 0..50 {
+            if queue.current().is_none_or(|now| now.uuid() != current.uuid()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         reply(Outcome::Ok, format!("⏭️ Skipped **{title}**."))
     }
