@@ -288,7 +288,10 @@ impl Node {
         // The queue moves on when the driver reports the track ended (within a mixing tick or
         // two); answer once it has, so the next `queue` already shows what plays now.
         for _ in 0..50 {
-            if queue.current().is_none_or(|now| now.uuid() != current.uuid()) {
+            if queue
+                .current()
+                .is_none_or(|now| now.uuid() != current.uuid())
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
