@@ -136,11 +136,27 @@ struct HubState {
     /// guild -> the voice session and token handed out with the bot's last join.
     grants: HashMap<u64, Grant>,
     /// guild -> the live voice connection, to end it when the bot leaves.
-    links: HashMap<u64, CancellationToken>,
+    links: HashMap<u64, Link>,
     /// ssrc -> the receiving end of a connection.
     receivers: HashMap<u32, Receiver>,
     stats: BTreeMap<u64, VoiceStats>,
     next_ssrc: u32,
+}
+
+/// A voice gateway connection, told apart from the one that replaced it.
+#[derive(Debug)]
+struct Link {
+    id: u64,
+    stop: CancellationToken,
+}
+
+impl HubState {
+    /// `link` becomes the guild's connection; the one it replaces is ended.
+    fn take_over(&mut self, guild_id: u64, link: Link) {
+        if let Some(old) = self.links.insert(guild_id, link) {
+            old.stop.cancel();
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -221,8 +237,9 @@ impl Hub {
     pub(crate) fn revoke(&self, guild_id: u64) {
         let mut hub = self.lock();
         hub.grants.remove(&guild_id);
+        hub.receivers.retain(|_, r| r.guild_id != guild_id);
         if let Some(link) = hub.links.remove(&guild_id) {
-            link.cancel();
+            link.stop.cancel();
         }
     }
 
@@ -302,6 +319,7 @@ async fn connection(
     let mut session = VoiceSession {
         version,
         seq: 0,
+        link: sim.conn_id(),
         guild_id: None,
         ssrc: 0,
     };
@@ -316,9 +334,22 @@ async fn connection(
     };
     if let Some(guild_id) = session.guild_id {
         let mut hub = sim.voice.lock();
-        hub.receivers.remove(&session.ssrc);
+        // Only the guild's current connection ends the call: one replaced by a newer
+        // connection (a RESUME, a new IDENTIFY) leaves it be.
+        let current = hub
+            .links
+            .get(&guild_id)
+            .is_some_and(|l| l.id == session.link);
+        if current {
+            hub.links.remove(&guild_id);
+            // A client that went away may RESUME with the same ssrc and key; a connection the
+            // server closed may not.
+            if matches!(end, End::Close(..)) {
+                hub.receivers.remove(&session.ssrc);
+            }
+        }
         if let Some(stats) = hub.stats.get_mut(&guild_id) {
-            stats.connected = false;
+            stats.connected &= !current;
             if let End::Close(code, _) = &end {
                 stats.close_codes.push(*code);
             }
@@ -337,6 +368,8 @@ async fn connection(
 struct VoiceSession {
     version: u32,
     seq: u64,
+    /// This connection's id, to tell it from the one that replaces it.
+    link: u64,
     guild_id: Option<u64>,
     ssrc: u32,
 }
@@ -450,9 +483,15 @@ impl VoiceSession {
             }
             hub.next_ssrc += 1;
             let ssrc = hub.next_ssrc;
-            if let Some(old) = hub.links.insert(guild_id, link.clone()) {
-                old.cancel();
-            }
+            // A new session: whatever the guild had before is over.
+            hub.receivers.retain(|_, r| r.guild_id != guild_id);
+            hub.take_over(
+                guild_id,
+                Link {
+                    id: self.link,
+                    stop: link.clone(),
+                },
+            );
             let decoder = opus2::Decoder::new(48_000, opus2::Channels::Stereo)
                 .map_err(|_| End::Close(4000, "Unknown error."))?;
             hub.receivers.insert(
@@ -511,9 +550,13 @@ impl VoiceSession {
             let (true, Some(ssrc)) = (valid, ssrc) else {
                 return Err(End::Close(4006, "Session no longer valid."));
             };
-            if let Some(old) = hub.links.insert(guild_id, link.clone()) {
-                old.cancel();
-            }
+            hub.take_over(
+                guild_id,
+                Link {
+                    id: self.link,
+                    stop: link.clone(),
+                },
+            );
             let stats = hub.stats.entry(guild_id).or_default();
             stats.connected = true;
             stats.connections += 1;
