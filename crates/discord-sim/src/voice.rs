@@ -334,13 +334,13 @@ async fn connection(
     };
     if let Some(guild_id) = session.guild_id {
         let mut hub = sim.voice.lock();
-        // Only the guild's current connection ends the call: one replaced by a newer
-        // connection (a RESUME, a new IDENTIFY) leaves it be.
-        let current = hub
+        // A connection replaced by a newer one (a RESUME, a new IDENTIFY) leaves the call to
+        // it; any other end (the client left, the bot left, a rule broken) ends the call.
+        let replaced = hub
             .links
             .get(&guild_id)
-            .is_some_and(|l| l.id == session.link);
-        if current {
+            .is_some_and(|l| l.id != session.link);
+        if !replaced {
             hub.links.remove(&guild_id);
             // A client that went away may RESUME with the same ssrc and key; a connection the
             // server closed may not.
@@ -349,7 +349,7 @@ async fn connection(
             }
         }
         if let Some(stats) = hub.stats.get_mut(&guild_id) {
-            stats.connected &= !current;
+            stats.connected &= replaced;
             if let End::Close(code, _) = &end {
                 stats.close_codes.push(*code);
             }
