@@ -262,14 +262,7 @@ impl Platform {
     /// When no reply comes in time.
     pub async fn say(&self, text: &str) -> Value {
         let (channel, member) = self.general();
-        let message = self
-            .control
-            .say(channel, member, text)
-            .await
-            .expect("the simulator takes it");
-        let id = message["id"].as_str().expect("an id").to_owned();
-        self.until_sent(|entry| entry["kind"] == "message" && entry["nonce"] == id.as_str())
-            .await
+        reply_to(&self.control, channel, member, text).await
     }
 
     /// A member uses a slash command in the general channel; the interaction's id.
@@ -291,17 +284,7 @@ impl Platform {
     /// # Panics
     /// When nothing matches in time.
     pub async fn until_sent(&self, wanted: impl Fn(&Value) -> bool) -> Value {
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let sent = self.control.sent().await.expect("the simulator answers");
-                if let Some(entry) = sent.into_iter().find(|e| wanted(e)) {
-                    return entry;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        })
-        .await
-        .expect("the bot answered in time")
+        until_sent(&self.control, wanted).await
     }
 
     /// Everything the bot sent about interaction `id`, in order.
@@ -340,6 +323,40 @@ impl Platform {
         self.bus.close().await;
         self.sim.stop().await.expect("the simulator stops");
     }
+}
+
+/// `member` says `text` in `channel`; the bot's reply to that message.
+///
+/// # Panics
+/// When the simulator refuses the message or no reply comes within [`PATIENCE`].
+pub async fn reply_to(control: &Control, channel: u64, member: u64, text: &str) -> Value {
+    let message = control
+        .say(channel, member, text)
+        .await
+        .expect("the simulator takes it");
+    let id = message["id"].as_str().expect("an id").to_owned();
+    until_sent(control, |entry| {
+        entry["kind"] == "message" && entry["nonce"] == id.as_str()
+    })
+    .await
+}
+
+/// The first thing the bot sent that `wanted` accepts.
+///
+/// # Panics
+/// When nothing matches within [`PATIENCE`].
+pub async fn until_sent(control: &Control, wanted: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let sent = control.sent().await.expect("the simulator answers");
+            if let Some(entry) = sent.into_iter().find(|e| wanted(e)) {
+                return entry;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("the bot answered in time")
 }
 
 /// Waits until `count` shards are connected to the simulator with a session.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use discord_sim::{Config as SimConfig, Control, Simulator};
 use serde_json::Value;
-use tests::{Vhost, disco_command, until_queues, until_shards_connected};
+use tests::{Vhost, disco_command, reply_to, until_queues, until_shards_connected};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -44,26 +44,8 @@ impl Scene {
 
     /// `member` says `text` in guild `n`'s general channel; the bot's reply.
     async fn say(&self, n: usize, member: &str, text: &str) -> String {
-        let message = self
-            .control
-            .say(self.channel(n, "general"), self.member(member), text)
-            .await
-            .unwrap();
-        let id = message["id"].as_str().unwrap().to_owned();
-        let reply = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let sent = self.control.sent().await.unwrap();
-                if let Some(reply) = sent
-                    .into_iter()
-                    .find(|e| e["kind"] == "message" && e["nonce"] == id.as_str())
-                {
-                    return reply;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no reply to {text:?}"));
+        let channel = self.channel(n, "general");
+        let reply = reply_to(&self.control, channel, self.member(member), text).await;
         reply["content"].as_str().unwrap().to_owned()
     }
 
@@ -73,23 +55,20 @@ impl Scene {
 
     /// Waits until guild `n`'s voice stats satisfy `wanted`.
     async fn until_voice(&self, n: usize, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        tokio::time::timeout(PATIENCE, async {
+        let mut last = Value::Null;
+        let found = tokio::time::timeout(PATIENCE, async {
             loop {
                 let stats = self.voice(n).await;
                 if wanted(&stats) {
                     return stats;
                 }
+                last = stats;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
-        .await
-        .unwrap_or_else(|_| panic!("{what}: {}", futures_stats(self.voice(n))))
+        .await;
+        found.unwrap_or_else(|_| panic!("{what}: {last}"))
     }
-}
-
-/// The stats, for a failure message (blocking is fine: the test is failing).
-fn futures_stats(stats: impl std::future::Future<Output = Value>) -> Value {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(stats))
 }
 
 fn non_silent(stats: &Value) -> f64 {
