@@ -114,51 +114,48 @@ async fn event(node: &Node, delivery: Delivery) {
             return;
         }
     };
-    let applied = match event.event_name.as_str() {
-        "GUILD_CREATE" => serde_json::from_slice::<GuildCreate>(&event.payload).map(|guild| {
-            if !guild.unavailable {
-                node.voices.replace(guild.id, &guild.voice_states);
-            }
-        }),
-        "VOICE_STATE_UPDATE" => match serde_json::from_slice::<VoiceState>(&event.payload) {
-            Ok(state) => {
-                voice_state(node, state).await;
-                Ok(())
-            }
-            Err(error) => Err(error),
-        },
-        "VOICE_SERVER_UPDATE" => match serde_json::from_slice::<VoiceServer>(&event.payload) {
-            Ok(server) => {
-                if let (Some(guild), Some(endpoint)) =
-                    (node.calls.get(server.guild_id), server.endpoint)
-                {
-                    guild
-                        .call
-                        .lock()
-                        .await
-                        .update_server(endpoint, server.token);
-                }
-                Ok(())
-            }
-            Err(error) => Err(error),
-        },
-        other => {
-            let why = format!("the voice node does not take {other} events");
-            settle(delivery.dead_letter(&why).await);
-            return;
-        }
-    };
-    match applied {
+    match apply(node, &event).await {
         Ok(()) => {
             node.metrics.events.inc();
             settle(delivery.ack().await);
         }
-        Err(error) => {
-            let why = format!("malformed {}: {error}", event.event_name);
+        Err(why) => {
             tracing::warn!(%why, "dead-lettering an event");
             settle(delivery.dead_letter(&why).await);
         }
     }
+}
+
+/// What the event says, applied; `Err` says why it cannot be.
+async fn apply(node: &Node, event: &GatewayEvent) -> Result<(), String> {
+    let name = event.event_name.as_str();
+    let malformed = |error: serde_json::Error| format!("malformed {name}: {error}");
+    match name {
+        "GUILD_CREATE" => {
+            let guild: GuildCreate = serde_json::from_slice(&event.payload).map_err(malformed)?;
+            if !guild.unavailable {
+                node.voices.replace(guild.id, &guild.voice_states);
+            }
+        }
+        "VOICE_STATE_UPDATE" => {
+            let state: VoiceState = serde_json::from_slice(&event.payload).map_err(malformed)?;
+            voice_state(node, state).await;
+        }
+        "VOICE_SERVER_UPDATE" => {
+            let server: VoiceServer = serde_json::from_slice(&event.payload).map_err(malformed)?;
+            if let (Some(guild), Some(endpoint)) =
+                (node.calls.get(server.guild_id), server.endpoint)
+            {
+                guild
+                    .call
+                    .lock()
+                    .await
+                    .update_server(endpoint, server.token);
+            }
+        }
+        other => return Err(format!("the voice node does not take {other} events")),
+    }
+    Ok(())
 }
 
 async fn voice_state(node: &Node, state: VoiceState) {
