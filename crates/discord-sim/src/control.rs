@@ -438,11 +438,23 @@ async fn voice_state(
             None => state.voice.remove(&(guild.id, user.id)),
         };
     }
+    announce_voice_state(&sim, guild.id, new.channel_id, user, false)
+}
+
+/// Dispatches a member's (or the bot's) new voice state, with a fresh voice session, and
+/// answers with it.
+fn announce_voice_state(
+    sim: &Sim,
+    guild_id: u64,
+    channel_id: Option<u64>,
+    user: &crate::world::User,
+    bot: bool,
+) -> Response {
     let session = format!("{:x}", sim.snowflake());
-    let update = payload::voice_state(guild.id, new.channel_id, user, false, &session, now_ms());
+    let update = payload::voice_state(guild_id, channel_id, user, bot, &session, now_ms());
     sim.dispatch(
         "VOICE_STATE_UPDATE",
-        Some(guild.id),
+        Some(guild_id),
         Some(INTENT_GUILD_VOICE_STATES),
         &update,
         None,
@@ -469,16 +481,7 @@ async fn voice_disconnect(State(sim): State<Arc<Sim>>, Path(guild_id): Path<u64>
         return bad_request(format!("the bot is not in voice in guild {guild_id}"));
     }
     sim.voice.revoke(guild_id);
-    let session = format!("{:x}", sim.snowflake());
-    let update = payload::voice_state(guild_id, None, bot, true, &session, now_ms());
-    sim.dispatch(
-        "VOICE_STATE_UPDATE",
-        Some(guild_id),
-        Some(INTENT_GUILD_VOICE_STATES),
-        &update,
-        None,
-    );
-    axum::Json(update).into_response()
+    announce_voice_state(&sim, guild_id, None, bot, true)
 }
 
 #[derive(Debug, Deserialize)]
