@@ -146,9 +146,7 @@ pub(crate) async fn run(
         "{} types in #{}: ~~ping",
         alice.name, guild.channels[0].name
     );
-    let message = control.say(channel, alice.id, "~~ping").await?;
-    let nonce = message["id"].as_str().unwrap_or_default().to_owned();
-    let reply = until(&control, |e| e["nonce"] == nonce.as_str()).await;
+    let reply = reply_to(&control, channel, alice.id, "~~ping").await?;
     passed &= step(reply.as_ref(), |content| {
         content.starts_with("pong! (") && content.ends_with("ms)")
     });
@@ -178,20 +176,14 @@ pub(crate) async fn run(
         alice.name, lounge.name
     );
     control.voice(guild.id, alice.id, Some(lounge.id)).await?;
-    let message = control
-        .say(channel, alice.id, "~~voice hello disco")
-        .await?;
-    let nonce = message["id"].as_str().unwrap_or_default().to_owned();
-    let reply = until(&control, |e| e["nonce"] == nonce.as_str()).await;
+    let reply = reply_to(&control, channel, alice.id, "~~voice hello disco").await?;
     passed &= step(reply.as_ref(), |content| {
         content.starts_with("🔊 Speaking in")
     });
     passed &= heard(&control, guild.id, 0.5).await;
 
     println!("{} types ~~play chime.wav", alice.name);
-    let message = control.say(channel, alice.id, "~~play chime.wav").await?;
-    let nonce = message["id"].as_str().unwrap_or_default().to_owned();
-    let reply = until(&control, |e| e["nonce"] == nonce.as_str()).await;
+    let reply = reply_to(&control, channel, alice.id, "~~play chime.wav").await?;
     passed &= step(reply.as_ref(), |content| content.contains("chime.wav"));
     passed &= heard(&control, guild.id, 1.5).await;
     println!();
@@ -288,6 +280,18 @@ fn step(reply: Option<&Value>, expected: impl Fn(&str) -> bool) -> bool {
             false
         }
     }
+}
+
+/// A member says `text`; the bot's reply to it, if one comes in time.
+async fn reply_to(
+    control: &Control,
+    channel: u64,
+    author: u64,
+    text: &str,
+) -> anyhow::Result<Option<Value>> {
+    let message = control.say(channel, author, text).await?;
+    let nonce = message["id"].as_str().unwrap_or_default().to_owned();
+    Ok(until(control, |e| e["nonce"] == nonce.as_str()).await)
 }
 
 async fn until(control: &Control, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
