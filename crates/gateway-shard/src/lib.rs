@@ -207,6 +207,7 @@ impl GatewayShard {
     /// Prepares the role and registers its metrics.
     pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
         let metrics = metrics::Metrics::register(registry);
+        metrics.shard_count.set(config.shards.total().into());
         // Every owned shard from the start, so a dashboard shows 0 rather than nothing.
         for shard in config.shards.ids() {
             let label = metrics::ShardLabel { shard };

@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     pub(crate) publish_failures: Counter,
     pub(crate) buffered: Gauge,
     pub(crate) shard_state: Family<ShardLabel, Gauge>,
+    pub(crate) shard_count: Gauge,
     pub(crate) heartbeat_seconds: Family<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub(crate) identifies: Family<ShardLabel, Counter>,
     pub(crate) resumes: Family<ShardLabel, Counter>,
@@ -56,6 +57,7 @@ impl Metrics {
             publish_failures: Counter::default(),
             buffered: Gauge::default(),
             shard_state: Family::default(),
+            shard_count: Gauge::default(),
             heartbeat_seconds: Family::default(),
             identifies: Family::default(),
             resumes: Family::default(),
@@ -98,6 +100,11 @@ impl Metrics {
             "shard_state",
             "0 disconnected, 1 connecting, 2 ready",
             metrics.shard_state.clone(),
+        );
+        r.register(
+            "shard_count",
+            "Shards across every gateway process (DISCO_SHARD_TOTAL): the number that should be READY",
+            metrics.shard_count.clone(),
         );
         r.register(
             "heartbeat_latency_seconds",

@@ -92,7 +92,8 @@ pub struct VoiceNode {
     config: Config,
     bus: bus::Bus,
     metrics: metrics::Metrics,
-    owned: Arc<AtomicUsize>,
+    /// Shards whose task runs: owning the shard, or in line for the node that holds it.
+    placed: Arc<AtomicUsize>,
 }
 
 impl VoiceNode {
@@ -102,16 +103,19 @@ impl VoiceNode {
             config,
             bus,
             metrics: metrics::Metrics::register(registry),
-            owned: Arc::new(AtomicUsize::new(0)),
+            placed: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// True while the node owns every one of its shards. A node whose shards another node
-    /// still holds waits, unready, until they are released.
+    /// True while every one of the node's shards is owned by it or waits in line for the node
+    /// that still holds it (a standby). A standby is ready on purpose: a StatefulSet rollout
+    /// waits for each updated pod to be ready before it replaces the next old one, so a new pod
+    /// that stayed unready until an old pod let go of its shards would stall the rollout for
+    /// ever. `disco_voice_node_shards_owned` tells owners from standbys.
     pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        let owned = Arc::clone(&self.owned);
+        let placed = Arc::clone(&self.placed);
         let wanted = self.config.shards.len();
-        move || owned.load(Ordering::Relaxed) == wanted
+        move || placed.load(Ordering::Relaxed) == wanted
     }
 
     /// Owns the shards until `shutdown`, then leaves every call.
@@ -131,7 +135,7 @@ impl VoiceNode {
             shards.spawn(shard::own(
                 Arc::clone(&node),
                 shard,
-                Arc::clone(&self.owned),
+                Arc::clone(&self.placed),
                 shutdown.clone(),
             ));
         }

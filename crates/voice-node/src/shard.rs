@@ -25,8 +25,20 @@ const PREFETCH: u16 = 64;
 pub(crate) async fn own(
     node: Arc<Node>,
     shard: u32,
-    owned: Arc<AtomicUsize>,
+    placed: Arc<AtomicUsize>,
     shutdown: CancellationToken,
+) -> Result<(), Error> {
+    placed.fetch_add(1, Ordering::Relaxed);
+    let owned = own_placed(&node, shard, &shutdown).await;
+    placed.fetch_sub(1, Ordering::Relaxed);
+    owned
+}
+
+/// Takes the shard's lock (waiting as a standby while another node holds it), then serves the shard.
+async fn own_placed(
+    node: &Arc<Node>,
+    shard: u32,
+    shutdown: &CancellationToken,
 ) -> Result<(), Error> {
     let bus = node.calls.bus().clone();
     let lock_name = format!("voice-node.{shard}");
@@ -41,7 +53,6 @@ pub(crate) async fn own(
         .bind(route::event_key("VOICE_SERVER_UPDATE", shard))
         .prefetch(PREFETCH);
     let mut consumer = bus.subscribe(subscription).await?;
-    owned.fetch_add(1, Ordering::Relaxed);
     node.metrics.shards_owned.inc();
     tracing::info!(shard, "owning the shard's voice calls");
     let mut commands = tokio::task::JoinSet::new();
@@ -56,12 +67,11 @@ pub(crate) async fn own(
             },
         };
         if delivery.routing_key == queue {
-            commands.spawn(command(Arc::clone(&node), shard, delivery));
+            commands.spawn(command(Arc::clone(node), shard, delivery));
         } else {
-            event(&node, delivery).await;
+            event(node, delivery).await;
         }
     }
-    owned.fetch_sub(1, Ordering::Relaxed);
     node.metrics.shards_owned.dec();
     // Commands in hand are answered before the consumer (whose channel acks them) goes.
     while commands.join_next().await.is_some() {}
