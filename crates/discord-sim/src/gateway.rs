@@ -480,6 +480,12 @@ fn voice_state_update(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         );
         return Next::Continue;
     }
+    if let Some(shard) = state.sessions.get(&session_id).map(|s| s.shard) {
+        state
+            .shard_log(shard)
+            .voice_updates
+            .push((now_ms(), guild_id, channel_id));
+    }
     match channel_id {
         Some(channel) => state.voice.insert((guild_id, world.bot.id), channel),
         None => state.voice.remove(&(guild_id, world.bot.id)),

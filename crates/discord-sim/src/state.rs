@@ -97,6 +97,9 @@ pub(crate) struct ShardLog {
     pub(crate) resumes: Vec<u64>,
     /// (Unix ms, code) of each close, by either side.
     pub(crate) closes: Vec<(u64, u16)>,
+    /// (Unix ms, guild, channel) of each voice state update (op 4) the shard sent: a channel
+    /// joined, or `None`, left.
+    pub(crate) voice_updates: Vec<(u64, u64, Option<u64>)>,
     pub(crate) presence: Option<Value>,
 }
 

@@ -30,6 +30,11 @@ use crate::{Error, frame};
 type Publish =
     Pin<Box<dyn std::future::Future<Output = (String, Result<(), bus::Error>, Duration)> + Send>>;
 
+/// On shutdown, queued shard commands are sent until none has come for this long...
+const DRAIN_IDLE: Duration = Duration::from_millis(250);
+/// ...or for this long at most.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
 pub(crate) struct ShardTask {
     pub(crate) shard: Shard<BusQueue>,
     pub(crate) bus: bus::Bus,
@@ -75,11 +80,24 @@ impl ShardTask {
             .await?;
         let mut in_flight: FuturesOrdered<Publish> = FuturesOrdered::new();
         self.set_ready(false);
+        // On shutdown the shard drains before it closes: commands other roles asked for before
+        // they stopped (a voice node leaving its calls sends op 4 through here) still go out,
+        // until none has come for a moment, within a bound. twilight sends a command as the
+        // shard is polled, so the loop goes on polling meanwhile.
+        let mut draining: Option<Instant> = None;
+        let drained = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(drained);
         loop {
             let room = in_flight.len() < self.buffer;
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled(), if draining.is_none() => {
+                    let now = Instant::now();
+                    draining = Some(now + DRAIN_LIMIT);
+                    drained.as_mut().reset((now + DRAIN_IDLE).into());
+                    continue;
+                }
+                () = &mut drained, if draining.is_some() => break,
                 Some((event, result, waited)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.confirmed(&event, result, waited);
                     self.metrics.buffered.dec();
@@ -109,7 +127,12 @@ impl ShardTask {
                     None => return Ok(()),
                 },
                 delivery = commands.next() => match delivery {
-                    Some(delivery) => self.command(delivery).await?,
+                    Some(delivery) => {
+                        self.command(delivery).await?;
+                        if let Some(limit) = draining {
+                            drained.as_mut().reset((Instant::now() + DRAIN_IDLE).min(limit).into());
+                        }
+                    }
                     None => break,
                 },
             }
