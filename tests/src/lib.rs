@@ -5,9 +5,10 @@ use std::time::Duration;
 use bus::{Bus, Limits, RabbitConfig};
 use disco_proto::Secret;
 use discord_sim::{Config as SimConfig, Control, Simulator};
-use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+pub use disco::Role;
 
 /// How long a scenario waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -75,7 +76,8 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The simulator, a bus, and the roles running on it.
+/// The simulator, a bus, and Disco's roles running on it, started the way `disco up` starts
+/// them: through [`disco::run`], with settings parsed from flags, production defaults.
 #[derive(Debug)]
 pub struct Platform {
     /// The simulated Discord.
@@ -85,20 +87,22 @@ pub struct Platform {
     /// The bus the roles share.
     pub bus: Bus,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: tokio::task::JoinHandle<Result<(), disco::Failure>>,
     _vhost: Option<Vhost>,
 }
 
 /// Settings a scenario may change.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The roles to run (every role by default, as `disco up`).
+    pub roles: Vec<Role>,
     /// How long a voice command waits for a voice node.
     pub voice_timeout: Duration,
     /// The simulator's world.
     pub world: discord_sim::World,
-    /// Run the interactions ingress too, and have the simulator deliver interactions to it
-    /// (signed webhooks) instead of over the gateway.
-    pub ingress: bool,
+    /// Have the simulator deliver interactions to the interactions ingress (signed webhooks)
+    /// instead of over the gateway.
+    pub webhook: bool,
 }
 
 impl Default for Options {
@@ -111,32 +115,39 @@ impl Default for Options {
             ..discord_sim::World::default()
         };
         Self {
+            roles: Role::START.to_vec(),
             voice_timeout: Duration::from_secs(1),
             world,
-            ingress: false,
+            webhook: false,
         }
     }
 }
 
+/// An address on loopback that was free a moment ago, for a listener Disco binds itself.
+///
+/// # Panics
+/// When no port can be had.
+pub fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
 impl Platform {
-    /// Starts the simulator, registers the commands, and runs a gateway (every shard) and a
-    /// command worker on `transport`.
+    /// Starts the simulator, registers the commands, and runs `options.roles` on `transport`
+    /// through Disco's entry point; returns once `/readyz` says every role is ready.
     ///
     /// # Panics
     /// When something cannot start: a test has nothing to test then.
     pub async fn start(transport: Transport, options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let ingress_listener = options.ingress.then(|| {
-            interactions_ingress::bind("127.0.0.1:0".parse().expect("an address")).expect("binds")
-        });
+        let ingress = free_address();
+        let metrics = free_address();
         let config = SimConfig {
             world: options.world.clone(),
-            interactions_url: ingress_listener.as_ref().map(|l| {
-                format!(
-                    "http://{}/interactions",
-                    l.local_addr().expect("an address")
-                )
-            }),
+            interactions_url: options
+                .webhook
+                .then(|| format!("http://{ingress}/interactions")),
             voice_tls: None,
         };
         let sim = Simulator::start("127.0.0.1:0".parse().expect("an address"), config)
@@ -167,85 +178,45 @@ impl Platform {
         .expect("commands sync");
         assert!(report.applied);
 
+        let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/voice-node/media");
+        let settings = disco::Settings::from_flags([
+            "disco".to_owned(),
+            "--token".to_owned(),
+            world.token.clone(),
+            "--application-id".to_owned(),
+            world.application_id.to_string(),
+            "--public-key".to_owned(),
+            sim.public_key.clone(),
+            "--discord-api-url".to_owned(),
+            sim.rest_url.clone(),
+            "--discord-gateway-url".to_owned(),
+            sim.gateway_url.clone(),
+            "--shard-total".to_owned(),
+            world.recommended_shards.to_string(),
+            "--metrics-listen".to_owned(),
+            metrics.to_string(),
+            "--ingress-listen".to_owned(),
+            ingress.to_string(),
+            "--voice-timeout-ms".to_owned(),
+            options.voice_timeout.as_millis().to_string(),
+            "--media-dir".to_owned(),
+            media.to_owned(),
+        ])
+        .expect("the platform's settings parse");
         let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
-        let worker = command_worker::CommandWorker::new(
-            command_worker::Config {
-                token: Secret::new(world.token.clone()),
-                api_url: sim.rest_url.clone(),
-                application_id: world.application_id,
-                prefix: "~~".to_owned(),
-                shard_total: world.recommended_shards,
-                concurrency: 32,
-                voice_timeout: options.voice_timeout,
-            },
-            bus.clone(),
-            &mut Registry::default(),
-        );
-        let worker_ready = worker.readiness();
-        let worker_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            worker.run(worker_stop).await.expect("the worker runs");
-        }));
-        wait_for(&worker_ready).await;
-        let gateway = gateway_shard::GatewayShard::new(
-            gateway_shard::Config {
-                token: Secret::new(world.token.clone()),
-                api_url: sim.rest_url.clone(),
-                gateway_url: Some(sim.gateway_url.clone()),
-                shards: gateway_shard::ShardRange::new(
-                    0,
-                    world.recommended_shards,
-                    world.recommended_shards,
-                )
-                .expect("a valid range"),
-                intents: gateway_shard::default_intents(),
-                events: gateway_shard::DEFAULT_EVENTS
-                    .iter()
-                    .map(|e| (*e).to_owned())
-                    .collect(),
-                publish_buffer: 256,
-            },
-            bus.clone(),
-            &mut Registry::default(),
-        );
-        let gateway_ready = gateway.readiness();
-        let gateway_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            gateway.run(gateway_stop).await.expect("the gateway runs");
-        }));
-        wait_for(&gateway_ready).await;
-        if let Some(listener) = ingress_listener {
-            let ingress = interactions_ingress::Ingress::new(
-                interactions_ingress::Config {
-                    public_key: interactions_ingress::PublicKey::from_hex(&sim.public_key)
-                        .expect("the simulator's key"),
-                    application_id: world.application_id,
-                    api_url: sim.rest_url.clone(),
-                    listen: listener.local_addr().expect("an address"),
-                    max_body: 64 * 1024,
-                    timestamp_window: Duration::from_secs(300),
-                    deadline: Duration::from_millis(2_500),
-                    late_answer: Duration::from_secs(30),
-                    shard_total: world.recommended_shards,
-                },
-                bus.clone(),
-                &mut Registry::default(),
-            );
-            let ingress_stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                ingress
-                    .serve(listener, ingress_stop)
-                    .await
-                    .expect("the ingress runs");
-            }));
-        }
+        let running = tokio::spawn({
+            let roles = options.roles.clone();
+            let bus = bus.clone();
+            let stop = stop.clone();
+            async move { disco::run(&roles, &bus, &settings, stop).await }
+        });
+        until_ready(metrics).await;
         Self {
             sim,
             control,
             bus,
             stop,
-            tasks,
+            running,
             _vhost: vhost,
         }
     }
@@ -301,16 +272,16 @@ impl Platform {
             .unwrap_or_default()
     }
 
-    /// Stops the roles (in reverse start order, as `disco` does) and checks the bot broke no
-    /// Discord rule.
+    /// Stops the roles (in Disco's stop order) and checks the bot broke no Discord rule.
     ///
     /// # Panics
     /// When a role failed or a rule was broken.
     pub async fn stop(self) {
         self.stop.cancel();
-        for task in self.tasks.into_iter().rev() {
-            task.await.expect("the role stopped cleanly");
-        }
+        self.running
+            .await
+            .expect("the roles did not panic")
+            .expect("the roles stopped cleanly");
         let violations = self
             .control
             .violations()
@@ -521,12 +492,29 @@ pub mod measure {
     }
 }
 
-async fn wait_for(ready: &(impl Fn() -> bool + ?Sized)) {
+/// Waits until Disco's `/readyz` at `admin` answers 200: every role it runs is ready.
+///
+/// # Panics
+/// When it does not within [`PATIENCE`].
+pub async fn until_ready(admin: std::net::SocketAddr) {
     tokio::time::timeout(PATIENCE, async {
-        while !ready() {
+        while !is_ready(admin).await {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("ready in time");
+}
+
+/// Whether Disco's `/readyz` at `admin` answers 200.
+pub async fn is_ready(admin: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
+        return false;
+    };
+    let request = b"GET /readyz HTTP/1.1\r\nhost: disco\r\nconnection: close\r\n\r\n";
+    let mut response = String::new();
+    stream.write_all(request).await.is_ok()
+        && stream.read_to_string(&mut response).await.is_ok()
+        && response.starts_with("HTTP/1.1 200")
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
-use tests::{Options, Platform, Transport};
+use tests::{Options, Platform, Role, Transport};
 
 fn is_pong(content: &Value) -> bool {
     content
@@ -100,7 +100,11 @@ async fn mistakes_get_helpful_replies(transport: Transport) {
 }
 
 async fn voice_commands_say_when_no_voice_node_answers(transport: Transport) {
-    let platform = Platform::start(transport, Options::default()).await;
+    let options = Options {
+        roles: vec![Role::CommandWorker, Role::GatewayShard],
+        ..Options::default()
+    };
+    let platform = Platform::start(transport, options).await;
     let reply = platform.say("~~voice hello disco").await;
     assert_eq!(reply["content"], command_worker::voice::NO_ANSWER);
     // The slash form is slow, so it is deferred first and then edited.

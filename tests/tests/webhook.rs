@@ -9,7 +9,7 @@ use tests::{Options, Platform, Transport};
 
 async fn slash_commands_work_through_the_webhook(transport: Transport) {
     let options = Options {
-        ingress: true,
+        webhook: true,
         ..Options::default()
     };
     let platform = Platform::start(transport, options).await;

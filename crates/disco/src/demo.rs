@@ -12,7 +12,8 @@ use discord_sim::{Control, Simulator};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{Cli, DemoArgs};
+use disco::Role;
+use disco::settings::{Cli, DemoArgs};
 
 /// songbird dials the voice server over `wss://` and trusts only what `SSL_CERT_FILE` names
 /// (read as the process connects). Nothing may write this process's environment, so the demo
@@ -128,7 +129,7 @@ pub(crate) async fn run(
         let stop = stop.clone();
         async move {
             let bus = bus::Bus::in_memory(bus::Limits::default());
-            crate::run_roles(&crate::roles::Role::ALL, &bus, &cli, stop).await
+            disco::run(&Role::START, &bus, &cli, stop).await
         }
     });
     wait_connected(&control, world.recommended_shards).await?;

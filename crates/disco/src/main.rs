@@ -1,19 +1,13 @@
 //! The one Disco binary: `disco <role>` runs one role on RabbitMQ, `disco up` (the default)
-//! runs every role in one process on the in-memory bus.
+//! runs every role in one process on the in-memory bus; both through [`disco::run`].
 //!
 //! # Map
-//! - `settings`: flags and environment, checked before anything starts.
-//! - `telemetry`: logs, and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! - `demo`: `disco demo`, the simulator and every role with a scripted session.
 //! - `tail`: `disco tail`, the bus as it flows.
-//!
-//! Only this crate reads arguments and the environment and handles signals; the roles are
-//! libraries it composes.
+//! - here: arguments, signals, and the tools (`sim`, `commands sync`, `invite-url`).
 
 mod demo;
-mod roles;
-mod settings;
 mod tail;
-mod telemetry;
 
 use std::process::ExitCode;
 
@@ -22,15 +16,15 @@ use bus::Bus;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use roles::Role;
-use settings::{Cli, Command, SettingsError};
+use disco::settings::{self, Cli, Command, SettingsError};
+use disco::{Failure, Role};
 
 /// Exit code for a configuration problem (clap uses it for bad arguments too).
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(problem) = telemetry::init_logs(&cli.telemetry) {
+    if let Err(problem) = disco::init_logs(&cli.telemetry) {
         eprintln!("error: {problem}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -64,25 +58,6 @@ fn main() -> ExitCode {
     }
 }
 
-enum Failure {
-    /// A setting is missing or wrong: the message says which.
-    Config(String),
-    /// Something failed while running.
-    Runtime(anyhow::Error),
-}
-
-impl From<SettingsError> for Failure {
-    fn from(error: SettingsError) -> Self {
-        Self::Config(error.to_string())
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Self {
-        Self::Runtime(error)
-    }
-}
-
 async fn run(cli: Cli) -> Result<(), Failure> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
@@ -100,7 +75,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             tracing::debug!(?discord, "settings checked");
             let bus = Bus::in_memory(bus::Limits::default());
-            run_roles(&Role::ALL, &bus, &cli, shutdown).await
+            disco::run(&Role::START, &bus, &cli, shutdown).await
         }
         Command::GatewayShard => one_role(Role::GatewayShard, &cli, shutdown).await,
         Command::CommandWorker => one_role(Role::CommandWorker, &cli, shutdown).await,
@@ -264,43 +239,9 @@ async fn one_role(role: Role, cli: &Cli, shutdown: CancellationToken) -> Result<
     let bus = Bus::rabbitmq(rabbit)
         .await
         .context("cannot reach RabbitMQ")?;
-    let result = run_roles(&[role], &bus, cli, shutdown).await;
+    let result = disco::run(&[role], &bus, cli, shutdown).await;
     bus.close().await;
     result
-}
-
-/// Builds the roles, serves the admin endpoints, and runs the roles until shutdown.
-pub(crate) async fn run_roles(
-    roles: &[Role],
-    bus: &Bus,
-    cli: &Cli,
-    shutdown: CancellationToken,
-) -> Result<(), Failure> {
-    let names: Vec<&str> = roles.iter().map(|role| role.name()).collect();
-    let mut admin = telemetry::Admin::new(&names.join(","));
-    admin.ready_when("bus", {
-        let bus = bus.clone();
-        move || bus.is_connected()
-    });
-    let built = roles::build(roles, cli, bus, &mut admin).map_err(Failure::from)?;
-    let listener = tokio::net::TcpListener::bind(cli.telemetry.metrics_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (DISCO_METRICS_LISTEN)",
-                cli.telemetry.metrics_listen
-            )
-        })?;
-    tracing::info!(address = %cli.telemetry.metrics_listen, "serving /metrics, /healthz and /readyz");
-    let admin_stop = CancellationToken::new();
-    let server = tokio::spawn(telemetry::serve(listener, admin, admin_stop.clone()));
-    let result = roles::run(built, shutdown).await;
-    admin_stop.cancel();
-    server
-        .await
-        .context("admin server panicked")?
-        .context("admin server failed")?;
-    Ok(result?)
 }
 
 /// First SIGINT or SIGTERM: shut down in order. Second: leave now.

@@ -17,9 +17,9 @@ pub(crate) type Run = Box<
         + Send,
 >;
 
-/// The roles, in start order.
+/// Disco's roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
+pub enum Role {
     GatewayShard,
     CommandWorker,
     VoiceNode,
@@ -27,16 +27,26 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    /// Every role, in start order. The gateway starts last, once its consumers are up, and so
-    /// stops first: it saves its sessions while the others finish what they hold.
-    pub(crate) const ALL: [Self; 4] = [
+    /// Every role, in start order: consumers before the gateway that feeds them, so nothing
+    /// the gateway publishes waits for a consumer that is not up yet.
+    pub const START: [Self; 4] = [
         Self::CommandWorker,
         Self::VoiceNode,
         Self::InteractionsIngress,
         Self::GatewayShard,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    /// Every role, in stop order: the ingress stops taking requests; workers settle what they
+    /// hold; voice nodes leave their calls, which takes the gateway (op 4); then the gateway
+    /// sends what it was asked, closes resumably and saves its sessions.
+    pub const STOP: [Self; 4] = [
+        Self::InteractionsIngress,
+        Self::CommandWorker,
+        Self::VoiceNode,
+        Self::GatewayShard,
+    ];
+
+    pub fn name(self) -> &'static str {
         match self {
             Self::GatewayShard => gateway_shard::ROLE,
             Self::CommandWorker => command_worker::ROLE,
@@ -101,8 +111,8 @@ pub(crate) fn build(
     Ok(built)
 }
 
-/// Runs the roles until `shutdown` (or until one fails), then stops them in reverse order,
-/// each finishing before the next is told to stop.
+/// Runs the roles until `shutdown` (or until one fails), then stops them in [`Role::STOP`]
+/// order, each finishing before the next is told to stop.
 pub(crate) async fn run(
     roles: Vec<(Role, Run)>,
     shutdown: CancellationToken,
@@ -130,7 +140,8 @@ pub(crate) async fn run(
         () = failed.cancelled() => {}
     }
     let mut outcome = Ok(());
-    for (role, stop, task) in running.into_iter().rev() {
+    running.sort_by_key(|(role, _, _)| Role::STOP.iter().position(|r| r == role));
+    for (role, stop, task) in running {
         stop.cancel();
         let result = task
             .await

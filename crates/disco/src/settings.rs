@@ -14,29 +14,44 @@ use url::Url;
 /// webhook, connected through RabbitMQ, or all in one process.
 #[derive(Debug, Parser)]
 #[command(name = "disco", version, propagate_version = true)]
-pub(crate) struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    pub(crate) command: Option<Command>,
+    pub command: Option<Command>,
     #[command(flatten)]
-    pub(crate) discord: DiscordArgs,
+    pub discord: DiscordArgs,
     #[command(flatten)]
-    pub(crate) bus: BusArgs,
+    pub bus: BusArgs,
     #[command(flatten)]
-    pub(crate) telemetry: TelemetryArgs,
+    pub telemetry: TelemetryArgs,
     #[command(flatten)]
-    pub(crate) gateway: GatewayArgs,
+    pub gateway: GatewayArgs,
     #[command(flatten)]
-    pub(crate) worker: WorkerArgs,
+    pub worker: WorkerArgs,
     #[command(flatten)]
-    pub(crate) voice: VoiceArgs,
+    pub voice: VoiceArgs,
     #[command(flatten)]
-    pub(crate) ingress: IngressArgs,
+    pub ingress: IngressArgs,
+}
+
+impl Cli {
+    /// Settings from flags, parsed exactly as `disco` parses its command line (the first item
+    /// is the program's name); a `DISCO_*` variable still fills a flag that is not given.
+    ///
+    /// # Errors
+    /// A flag that is unknown or does not parse.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(flags)
+    }
 }
 
 /// interactions-ingress settings.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "interactions-ingress")]
-pub(crate) struct IngressArgs {
+pub struct IngressArgs {
     /// Where Discord's interaction webhooks are received.
     #[arg(
         long,
@@ -44,10 +59,10 @@ pub(crate) struct IngressArgs {
         default_value = "127.0.0.1:8080",
         global = true
     )]
-    pub(crate) ingress_listen: SocketAddr,
+    pub ingress_listen: SocketAddr,
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "DISCO_INGRESS_MAX_BODY", default_value_t = 64 * 1024, global = true)]
-    pub(crate) ingress_max_body: usize,
+    pub ingress_max_body: usize,
     /// How far a request's timestamp may be from now, in seconds (replay protection).
     #[arg(
         long,
@@ -55,7 +70,7 @@ pub(crate) struct IngressArgs {
         default_value_t = 300,
         global = true
     )]
-    pub(crate) ingress_timestamp_window_secs: u64,
+    pub ingress_timestamp_window_secs: u64,
     /// How long to wait for the worker before answering "deferred", in milliseconds (Discord
     /// allows 3000).
     #[arg(
@@ -64,7 +79,7 @@ pub(crate) struct IngressArgs {
         default_value_t = 2_500,
         global = true
     )]
-    pub(crate) ingress_deadline_ms: u64,
+    pub ingress_deadline_ms: u64,
     /// How long a deferred interaction's answer may still come, in seconds (Discord's tokens
     /// last 900).
     #[arg(
@@ -73,11 +88,11 @@ pub(crate) struct IngressArgs {
         default_value_t = 120,
         global = true
     )]
-    pub(crate) ingress_late_answer_secs: u64,
+    pub ingress_late_answer_secs: u64,
 }
 
 impl IngressArgs {
-    pub(crate) fn config(
+    pub fn config(
         &self,
         discord: &DiscordArgs,
         shard_total: u32,
@@ -123,7 +138,7 @@ impl IngressArgs {
 /// voice-node settings.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "voice-node")]
-pub(crate) struct VoiceArgs {
+pub struct VoiceArgs {
     /// Leave a voice channel that has had nobody else in it this long, in seconds.
     #[arg(
         long,
@@ -131,7 +146,7 @@ pub(crate) struct VoiceArgs {
         default_value_t = 120,
         global = true
     )]
-    pub(crate) voice_idle_timeout_secs: u64,
+    pub voice_idle_timeout_secs: u64,
     /// How long joining a voice channel may take, in milliseconds.
     #[arg(
         long,
@@ -139,10 +154,10 @@ pub(crate) struct VoiceArgs {
         default_value_t = 5_000,
         global = true
     )]
-    pub(crate) voice_join_timeout_ms: u64,
+    pub voice_join_timeout_ms: u64,
     /// The only directory `play <file>` reads from.
     #[arg(long, env = "DISCO_MEDIA_DIR", default_value = "media", global = true)]
-    pub(crate) media_dir: PathBuf,
+    pub media_dir: PathBuf,
     /// The text-to-speech program.
     #[arg(
         long,
@@ -150,16 +165,16 @@ pub(crate) struct VoiceArgs {
         default_value = "espeak-ng",
         global = true
     )]
-    pub(crate) tts_program: PathBuf,
+    pub tts_program: PathBuf,
     /// The text-to-speech voice (`espeak-ng --voices` lists them).
     #[arg(long, env = "DISCO_TTS_VOICE", default_value = "en", global = true)]
-    pub(crate) tts_voice: String,
+    pub tts_voice: String,
 }
 
 impl VoiceArgs {
     /// The voice node's settings, checked. The bot's user id is the application id (the same
     /// for every bot application).
-    pub(crate) fn config(
+    pub fn config(
         &self,
         discord: &DiscordArgs,
         gateway: &GatewayArgs,
@@ -206,10 +221,10 @@ impl VoiceArgs {
 /// command-worker settings.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "command-worker")]
-pub(crate) struct WorkerArgs {
+pub struct WorkerArgs {
     /// The prefix of message commands.
     #[arg(long, env = "DISCO_PREFIX", default_value = "~~", global = true)]
-    pub(crate) prefix: String,
+    pub prefix: String,
     /// Events a worker handles at once.
     #[arg(
         long,
@@ -217,7 +232,7 @@ pub(crate) struct WorkerArgs {
         default_value_t = 64,
         global = true
     )]
-    pub(crate) concurrency: u16,
+    pub concurrency: u16,
     /// How long a voice command waits for the voice node, in milliseconds.
     #[arg(
         long,
@@ -225,11 +240,11 @@ pub(crate) struct WorkerArgs {
         default_value_t = 8_000,
         global = true
     )]
-    pub(crate) voice_timeout_ms: u64,
+    pub voice_timeout_ms: u64,
 }
 
 impl WorkerArgs {
-    pub(crate) fn config(
+    pub fn config(
         &self,
         discord: &DiscordArgs,
         shard_total: u32,
@@ -263,20 +278,20 @@ impl WorkerArgs {
 /// gateway-shard settings.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "gateway-shard")]
-pub(crate) struct GatewayArgs {
+pub struct GatewayArgs {
     /// Shards across every gateway process.
     #[arg(long, env = "DISCO_SHARD_TOTAL", default_value_t = 1, global = true)]
-    pub(crate) shard_total: u32,
+    pub shard_total: u32,
     /// This process's shards, like `0..4`; instead of --bucket.
     #[arg(long, env = "DISCO_SHARDS", global = true)]
-    pub(crate) shards: Option<String>,
+    pub shards: Option<String>,
     /// This process's bucket of the shards (0-based), or `auto` for the number at the end of
     /// the host name (a StatefulSet pod's ordinal).
     #[arg(long, env = "DISCO_BUCKET", global = true)]
-    pub(crate) bucket: Option<String>,
+    pub bucket: Option<String>,
     /// How many buckets (gateway processes) share the shards.
     #[arg(long, env = "DISCO_BUCKETS", default_value_t = 1, global = true)]
-    pub(crate) buckets: u32,
+    pub buckets: u32,
     /// Gateway intents, comma separated.
     #[arg(
         long,
@@ -284,7 +299,7 @@ pub(crate) struct GatewayArgs {
         default_value = "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_VOICE_STATES",
         global = true
     )]
-    pub(crate) intents: String,
+    pub intents: String,
     /// Dispatches to publish, comma separated.
     #[arg(
         long,
@@ -292,7 +307,7 @@ pub(crate) struct GatewayArgs {
         default_value = "MESSAGE_CREATE,INTERACTION_CREATE,VOICE_STATE_UPDATE,VOICE_SERVER_UPDATE,GUILD_CREATE",
         global = true
     )]
-    pub(crate) events: String,
+    pub events: String,
     /// Publishes a shard may have waiting for their confirm before it stops reading.
     #[arg(
         long,
@@ -300,12 +315,12 @@ pub(crate) struct GatewayArgs {
         default_value_t = 1024,
         global = true
     )]
-    pub(crate) publish_buffer: usize,
+    pub publish_buffer: usize,
 }
 
 impl GatewayArgs {
     /// The gateway's settings, checked. `hostname` is the host name, for `--bucket auto`.
-    pub(crate) fn config(
+    pub fn config(
         &self,
         discord: &DiscordArgs,
         hostname: Option<&str>,
@@ -327,7 +342,7 @@ impl GatewayArgs {
 
     /// This process's shards (a gateway's connections, a voice node's calls): `--shards`,
     /// else `--bucket` of `--buckets`, else all of them.
-    pub(crate) fn shard_range(
+    pub fn shard_range(
         &self,
         hostname: Option<&str>,
     ) -> Result<gateway_shard::ShardRange, SettingsError> {
@@ -364,7 +379,7 @@ impl GatewayArgs {
 // Variants are named after the roles, and one role is the command worker.
 #[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Every role in one process on the in-memory bus (the default).
     Up,
     /// Discord shards: publish every dispatch to RabbitMQ.
@@ -389,24 +404,24 @@ pub(crate) enum Command {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct DemoArgs {
+pub struct DemoArgs {
     /// Run the scripted session and exit: 0 if every step got the answer it should.
     #[arg(long)]
-    pub(crate) once: bool,
+    pub once: bool,
     /// Where the demo's simulator listens.
     #[arg(long, default_value = "127.0.0.1:9000")]
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
     /// Where the demo's ingress listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub(crate) ingress_listen: SocketAddr,
+    pub ingress_listen: SocketAddr,
     /// The voice server's TLS identity, made by the demo before it runs itself again with
     /// SSL_CERT_FILE naming its CA (see `demo::trust_voice_ca`).
     #[arg(long, env = "DISCO_DEMO_VOICE_TLS", hide = true)]
-    pub(crate) voice_tls: Option<PathBuf>,
+    pub voice_tls: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum CommandsCommand {
+pub enum CommandsCommand {
     /// Register the commands (bulk overwrite), printing what was added, changed and removed.
     Sync {
         /// Register in this guild only (instant, for testing) instead of globally.
@@ -419,33 +434,33 @@ pub(crate) enum CommandsCommand {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct SimArgs {
+pub struct SimArgs {
     /// Where the simulator listens (REST, gateway and control API on one port).
     #[arg(long, env = "DISCO_SIM_LISTEN", default_value = "127.0.0.1:9000")]
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
     /// A world file (JSON or TOML) replacing the default guilds, members and limits.
     #[arg(long, env = "DISCO_SIM_WORLD")]
-    pub(crate) world: Option<std::path::PathBuf>,
+    pub world: Option<std::path::PathBuf>,
     /// Deliver interactions to this interactions endpoint (signed) instead of the gateway.
     #[arg(long, env = "DISCO_SIM_INTERACTIONS_URL")]
-    pub(crate) interactions_url: Option<String>,
+    pub interactions_url: Option<String>,
     /// Where the voice server's TLS identity is written (`ca.pem` is what a voice node's
     /// SSL_CERT_FILE must name); a directory under the system's temporary one by default.
     #[arg(long, env = "DISCO_SIM_VOICE_TLS_DIR")]
-    pub(crate) voice_tls_dir: Option<PathBuf>,
+    pub voice_tls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct DiscordArgs {
+pub struct DiscordArgs {
     /// The bot token from the developer portal (without the "Bot " prefix).
     #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true, global = true)]
-    pub(crate) token: Option<String>,
+    pub token: Option<String>,
     /// The application id.
     #[arg(long, env = "DISCO_APPLICATION_ID", global = true)]
-    pub(crate) application_id: Option<String>,
+    pub application_id: Option<String>,
     /// The application's public key, 64 hexadecimal characters: it signs interactions.
     #[arg(long, env = "DISCO_PUBLIC_KEY", global = true)]
-    pub(crate) public_key: Option<String>,
+    pub public_key: Option<String>,
     /// Discord's REST base URL.
     #[arg(
         long,
@@ -453,14 +468,14 @@ pub(crate) struct DiscordArgs {
         default_value = "https://discord.com",
         global = true
     )]
-    pub(crate) discord_api_url: String,
+    pub discord_api_url: String,
     /// Discord's gateway URL; by default the one `GET /gateway/bot` names.
     #[arg(long, env = "DISCO_DISCORD_GATEWAY_URL", global = true)]
-    pub(crate) discord_gateway_url: Option<String>,
+    pub discord_gateway_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct BusArgs {
+pub struct BusArgs {
     /// RabbitMQ, for the roles run one per process.
     #[arg(
         long,
@@ -469,11 +484,11 @@ pub(crate) struct BusArgs {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
         global = true
     )]
-    pub(crate) amqp_url: String,
+    pub amqp_url: String,
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct TelemetryArgs {
+pub struct TelemetryArgs {
     /// Log format: `pretty` for people, `json` for log collectors.
     #[arg(
         long,
@@ -482,7 +497,7 @@ pub(crate) struct TelemetryArgs {
         default_value_t = LogFormat::Pretty,
         global = true
     )]
-    pub(crate) log_format: LogFormat,
+    pub log_format: LogFormat,
     /// Which logs to show, as a tracing filter (`info`, `disco=debug,lapin=warn`).
     #[arg(
         long,
@@ -490,7 +505,7 @@ pub(crate) struct TelemetryArgs {
         default_value = "info,lapin=error,songbird=warn",
         global = true
     )]
-    pub(crate) log: String,
+    pub log: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(
         long,
@@ -498,30 +513,30 @@ pub(crate) struct TelemetryArgs {
         default_value = "127.0.0.1:9100",
         global = true
     )]
-    pub(crate) metrics_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     Pretty,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct TailArgs {
+pub struct TailArgs {
     /// Event patterns to watch (`MESSAGE_CREATE.*`, `#` for everything).
     #[arg(default_value = "#")]
-    pub(crate) patterns: Vec<String>,
+    pub patterns: Vec<String>,
     /// Stop after this many messages.
     #[arg(long)]
-    pub(crate) count: Option<u64>,
+    pub count: Option<u64>,
 }
 
 /// A setting with a value that cannot be used. Names the setting as the user knows it; never
 /// repeats a secret's value.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {env} (--{flag}): {problem}")]
-pub(crate) struct Invalid {
+pub struct Invalid {
     env: &'static str,
     flag: &'static str,
     problem: String,
@@ -530,13 +545,13 @@ pub(crate) struct Invalid {
 /// A setting the command needs and nobody gave.
 #[derive(Debug, thiserror::Error)]
 #[error("missing {env} (--{flag})")]
-pub(crate) struct Missing {
-    pub(crate) env: &'static str,
-    pub(crate) flag: &'static str,
+pub struct Missing {
+    pub env: &'static str,
+    pub flag: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SettingsError {
+pub enum SettingsError {
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error(transparent)]
@@ -560,22 +575,19 @@ fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) ->
 }
 
 /// What the Discord-facing roles need, checked.
+/// Checked together up front; each role reads its own settings.
 #[derive(Debug)]
-#[expect(
-    dead_code,
-    reason = "checked together up front, read by each role from its own settings"
-)]
-pub(crate) struct Discord {
-    pub(crate) token: Secret,
-    pub(crate) application_id: u64,
-    pub(crate) public_key: interactions_ingress::PublicKey,
-    pub(crate) api_url: Url,
-    pub(crate) gateway_url: Option<Url>,
+pub struct Discord {
+    pub token: Secret,
+    pub application_id: u64,
+    pub public_key: interactions_ingress::PublicKey,
+    pub api_url: Url,
+    pub gateway_url: Option<Url>,
 }
 
 impl DiscordArgs {
     /// Checks every Discord setting; the first problem found is returned.
-    pub(crate) fn validate(&self) -> Result<Discord, SettingsError> {
+    pub fn validate(&self) -> Result<Discord, SettingsError> {
         Ok(Discord {
             token: self.token()?,
             application_id: self.application_id()?,
@@ -585,7 +597,7 @@ impl DiscordArgs {
         })
     }
 
-    pub(crate) fn token(&self) -> Result<Secret, SettingsError> {
+    pub fn token(&self) -> Result<Secret, SettingsError> {
         let token = self.token.as_deref().ok_or(Missing {
             env: "DISCORD_TOKEN",
             flag: "token",
@@ -593,7 +605,7 @@ impl DiscordArgs {
         Ok(bot_token(token)?)
     }
 
-    pub(crate) fn application_id(&self) -> Result<u64, SettingsError> {
+    pub fn application_id(&self) -> Result<u64, SettingsError> {
         let id = self.application_id.as_deref().ok_or(Missing {
             env: "DISCO_APPLICATION_ID",
             flag: "application-id",
@@ -607,7 +619,7 @@ impl DiscordArgs {
         })?)
     }
 
-    pub(crate) fn public_key(&self) -> Result<interactions_ingress::PublicKey, SettingsError> {
+    pub fn public_key(&self) -> Result<interactions_ingress::PublicKey, SettingsError> {
         let key = self.public_key.as_deref().ok_or(Missing {
             env: "DISCO_PUBLIC_KEY",
             flag: "public-key",
@@ -616,12 +628,12 @@ impl DiscordArgs {
             .map_err(|problem| invalid("DISCO_PUBLIC_KEY", "public-key", problem.to_string()))?)
     }
 
-    pub(crate) fn api_url(&self) -> Result<Url, SettingsError> {
+    pub fn api_url(&self) -> Result<Url, SettingsError> {
         Ok(url_with_scheme(&self.discord_api_url, &["http", "https"])
             .map_err(|problem| invalid("DISCO_DISCORD_API_URL", "discord-api-url", problem))?)
     }
 
-    pub(crate) fn gateway_url(&self) -> Result<Option<Url>, SettingsError> {
+    pub fn gateway_url(&self) -> Result<Option<Url>, SettingsError> {
         Ok(self
             .discord_gateway_url
             .as_deref()
@@ -634,7 +646,7 @@ impl DiscordArgs {
 }
 
 impl BusArgs {
-    pub(crate) fn rabbit(&self, connection_name: &str) -> Result<bus::RabbitConfig, Invalid> {
+    pub fn rabbit(&self, connection_name: &str) -> Result<bus::RabbitConfig, Invalid> {
         bus::RabbitConfig::new(Secret::new(self.amqp_url.as_str()), connection_name)
             .map_err(|problem| invalid("DISCO_AMQP_URL", "amqp-url", problem.to_string()))
     }

@@ -6,7 +6,7 @@ use bus::{Bus, Subscription};
 use disco_proto::v1::GatewayEvent;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::TailArgs;
+use disco::settings::TailArgs;
 
 /// One line per message: the routing key, then what the envelope says, then the payload.
 pub(crate) fn describe(routing_key: &str, body: &[u8]) -> String {

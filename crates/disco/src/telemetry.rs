@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 use crate::settings::{LogFormat, TelemetryArgs};
 
 /// Starts logging to stderr. A filter that does not parse is a bad setting.
-pub(crate) fn init_logs(args: &TelemetryArgs) -> Result<(), String> {
+pub fn init_logs(args: &TelemetryArgs) -> Result<(), String> {
     let filter = EnvFilter::try_new(&args.log)
         .map_err(|error| format!("invalid DISCO_LOG (--log): {error}"))?;
     let builder = tracing_subscriber::fmt()
