@@ -36,3 +36,46 @@ impl Error {
         }
     }
 }
+
+/// A handler's failure, as far as the message it was handling is concerned: one that can
+/// succeed later goes back to the queue (the delivery limit dead-letters a message that keeps
+/// failing), one that never will is dead-lettered with its reason. See [`Delivery::settle`].
+///
+/// [`Delivery::settle`]: crate::Delivery::settle
+pub trait Failure: std::error::Error {
+    /// Whether trying the same message again later can succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Failure for Error {
+    fn is_retryable(&self) -> bool {
+        Self::is_retryable(self)
+    }
+}
+
+/// An error and its causes, `outer: inner: innermost`: a dead letter's reason.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the reply failed")]
+    struct Outer(#[source] Error);
+
+    #[test]
+    fn a_chain_names_every_cause() {
+        let error = Outer(Error::Timeout(Duration::from_secs(2)));
+        assert_eq!(chain(&error), "the reply failed: no reply within 2s");
+    }
+}

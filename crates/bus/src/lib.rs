@@ -4,7 +4,8 @@
 //! - [`Bus`]: the handle every role gets: [`Bus::publish`], [`Bus::subscribe`], [`Bus::request`].
 //! - [`Destination`], [`Subscription`], [`QueueKind`]: where messages go and where they are read.
 //! - [`Message`], [`Delivery`]: what is sent, and what is received with its settle methods.
-//! - [`Error`]: what went wrong, and [`Error::is_retryable`].
+//! - [`Error`]: what went wrong, and [`Error::is_retryable`]; [`Failure`]: a handler's error,
+//!   which [`Delivery::settle`] turns into ack, requeue or dead-letter.
 //! - `memory`: the in-process broker of the embedded mode.
 //! - `rabbit`: RabbitMQ through lapin: topology, confirms, reconnects.
 //! - `topic`: AMQP topic pattern matching, for the in-memory broker.
@@ -19,7 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::Error;
+pub use error::{Error, Failure};
 pub use message::{Delivery, Message, PendingReply};
 pub use rabbit::RabbitConfig;
 

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::{
-    DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, Error, memory, rabbit,
+    DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, Error, Failure, error::chain,
+    memory, rabbit,
 };
 
 /// A message on the bus: a body (a `disco-proto` message) and a little metadata.
@@ -131,6 +132,17 @@ impl Delivery {
             }
             Some(Settler::Rabbit(settler)) => settler.dead_letter(dead, &self.queue).await,
             None => Ok(()),
+        }
+    }
+
+    /// Settles the delivery by how its work went: done, it is acked; a failure that can
+    /// succeed later, it is requeued; one that never will, it is dead-lettered, with the
+    /// failure and its causes as the reason.
+    pub async fn settle<E: Failure>(self, outcome: Result<(), E>) -> Result<(), Error> {
+        match outcome {
+            Ok(()) => self.ack().await,
+            Err(failure) if failure.is_retryable() => self.requeue().await,
+            Err(failure) => self.dead_letter(&chain(&failure)).await,
         }
     }
 

@@ -235,7 +235,11 @@ impl Broker {
                 }
                 Err(error) => {
                     let delay = backoff.next();
-                    warn!(%error, ?delay, "rabbitmq unreachable, retrying");
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        ?delay,
+                        "rabbitmq unreachable, retrying"
+                    );
                     self.pause(delay).await?;
                 }
             }
@@ -258,7 +262,11 @@ impl Broker {
                 Ok(channel) => return Ok(channel),
                 Err(error) => {
                     let delay = backoff.next();
-                    warn!(%error, ?delay, "could not open a channel, retrying");
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        ?delay,
+                        "could not open a channel, retrying"
+                    );
                     self.pause(delay).await?;
                 }
             }
@@ -367,7 +375,12 @@ impl Broker {
                 }
                 Err(error) => {
                     let delay = backoff.next();
-                    warn!(%error, routing_key, ?delay, "publish failed, retrying");
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        routing_key,
+                        ?delay,
+                        "publish failed, retrying"
+                    );
                     self.pause(delay).await?;
                 }
             }
@@ -589,7 +602,10 @@ impl Broker {
         if let Some(connection) = connection
             && let Err(error) = connection.close(200, "bye".into()).await
         {
-            debug!(%error, "closing the rabbitmq connection");
+            debug!(
+                error = &error as &dyn std::error::Error,
+                "closing the rabbitmq connection"
+            );
         }
     }
 }
@@ -718,7 +734,11 @@ impl Consumer {
                     Err(Error::Closed) => return None,
                     Err(error) => {
                         let delay = backoff.next();
-                        warn!(%error, ?delay, "could not resume consuming, retrying");
+                        warn!(
+                            error = &error as &dyn std::error::Error,
+                            ?delay,
+                            "could not resume consuming, retrying"
+                        );
                         self.broker.pause(delay).await.ok()?;
                         continue;
                     }
@@ -731,7 +751,7 @@ impl Consumer {
             let delivery = match item {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => {
-                    warn!(%error, queue = %live.queue, "consumer lost its channel, resubscribing");
+                    warn!(error = &error as &dyn std::error::Error, queue = %live.queue, "consumer lost its channel, resubscribing");
                     self.live = None;
                     continue;
                 }
@@ -759,7 +779,10 @@ impl Consumer {
                 let reason = format!("delivered {count} times without being settled");
                 warn!(queue = %delivery.queue, %reason, "dead-lettering a message");
                 if let Err(error) = delivery.dead_letter(&reason).await {
-                    warn!(%error, "could not dead-letter a message; it stays queued");
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        "could not dead-letter a message; it stays queued"
+                    );
                 }
                 continue;
             }
@@ -823,7 +846,10 @@ impl Settler {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(error) = self.requeue().await {
-                    debug!(%error, "could not requeue an abandoned delivery");
+                    debug!(
+                        error = &error as &dyn std::error::Error,
+                        "could not requeue an abandoned delivery"
+                    );
                 }
             });
         }

@@ -30,27 +30,65 @@ pub(crate) struct Context {
     pub(crate) metrics: Metrics,
 }
 
-enum Outcome {
-    Done,
-    DeadLetter(&'static str, String),
+/// Why an event was not handled. None of these can succeed on a retry (a payload does not
+/// change; Discord's unavailability outlasted the client's own retries), so each dead-letters
+/// the event, counted by kind.
+#[derive(Debug, thiserror::Error)]
+enum Unhandled {
+    #[error("not a GatewayEvent: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unparseable(String),
+    #[error("the worker does not handle {0}")]
+    Unexpected(String),
+    #[error("cannot answer the ingress")]
+    Bus(#[source] bus::Error),
+    #[error("discord is unavailable")]
+    Discord(#[source] CallError),
 }
+
+impl Unhandled {
+    /// The `reason` label of `disco_command_worker_dead_letters_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Unparseable(_) => "unparseable",
+            Self::Unexpected(_) => "unexpected",
+            Self::Bus(_) => "bus",
+            Self::Discord(_) => "discord",
+        }
+    }
+}
+
+impl bus::Failure for Unhandled {
+    fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+type Outcome = Result<(), Unhandled>;
 
 pub(crate) async fn handle(ctx: Arc<Context>, delivery: Delivery) {
     ctx.metrics.events.inc();
-    let settled = match process(&ctx, &delivery).await {
-        Outcome::Done => delivery.ack().await,
-        Outcome::DeadLetter(kind, reason) => {
-            tracing::warn!(%reason, "dead-lettering an event");
-            ctx.metrics
-                .dead_letters
-                .get_or_create(&ReasonLabel { reason: kind })
-                .inc();
-            delivery.dead_letter(&reason).await
-        }
-    };
-    if let Err(error) = settled {
+    let outcome = process(&ctx, &delivery).await;
+    if let Err(unhandled) = &outcome {
+        tracing::warn!(
+            error = unhandled as &dyn std::error::Error,
+            "dead-lettering an event"
+        );
+        ctx.metrics
+            .dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: unhandled.kind(),
+            })
+            .inc();
+    }
+    if let Err(error) = delivery.settle(outcome).await {
         // It comes back; the nonce (or the interaction's single response) keeps the reply single.
-        tracing::warn!(%error, "could not settle an event");
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "could not settle an event"
+        );
     }
 }
 
@@ -58,7 +96,7 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Outcome {
     let event = match disco_proto::decode::<GatewayEvent>(&delivery.message.body) {
         Ok(event) => event,
         Err(error) => {
-            return Outcome::DeadLetter("malformed", format!("not a GatewayEvent: {error}"));
+            return Err(Unhandled::Malformed(error.to_string()));
         }
     };
     let now = unix_ms();
@@ -69,10 +107,10 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Outcome {
     let payload: Value = match serde_json::from_slice(&event.payload) {
         Ok(payload) => payload,
         Err(error) => {
-            return Outcome::DeadLetter(
-                "unparseable",
-                format!("{} payload is not JSON: {error}", event.event_name),
-            );
+            return Err(Unhandled::Unparseable(format!(
+                "{} payload is not JSON: {error}",
+                event.event_name
+            )));
         }
     };
     let started = Instant::now();
@@ -80,10 +118,7 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Outcome {
         "MESSAGE_CREATE" => message(ctx, &payload, latency_ms).await,
         "INTERACTION_CREATE" => interaction(ctx, &payload, latency_ms, delivery).await,
         other => {
-            return Outcome::DeadLetter(
-                "unexpected",
-                format!("the worker does not handle {other}"),
-            );
+            return Err(Unhandled::Unexpected(other.to_owned()));
         }
     };
     if let Some((command, _)) = &outcome.1 {
@@ -167,26 +202,25 @@ async fn message(ctx: &Context, payload: &Value, latency_ms: u64) -> Handled {
         id(&payload["author"]["id"]),
     ) else {
         return (
-            Outcome::DeadLetter(
-                "unparseable",
+            Err(Unhandled::Unparseable(
                 "MESSAGE_CREATE without id, channel_id or author".to_owned(),
-            ),
+            )),
             None,
         );
     };
     if payload["author"]["bot"].as_bool() == Some(true) {
-        return (Outcome::Done, None);
+        return (Ok(()), None);
     }
     let Some(text) = payload["content"]
         .as_str()
         .and_then(|c| c.strip_prefix(ctx.prefix.as_str()))
     else {
-        return (Outcome::Done, None);
+        return (Ok(()), None);
     };
     let text = text.trim_start();
     let (name, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
     if name.is_empty() {
-        return (Outcome::Done, None);
+        return (Ok(()), None);
     }
     let place = Place {
         guild_id: id(&payload["guild_id"]),
@@ -222,7 +256,7 @@ async fn interaction(
 ) -> Handled {
     // Type 2: an application command. Components, autocomplete and modals are not used.
     if payload["type"].as_u64() != Some(2) {
-        return (Outcome::Done, None);
+        return (Ok(()), None);
     }
     let (Some(interaction_id), Some(token), Some(channel_id)) = (
         id(&payload["id"]),
@@ -230,10 +264,9 @@ async fn interaction(
         id(&payload["channel_id"]),
     ) else {
         return (
-            Outcome::DeadLetter(
-                "unparseable",
+            Err(Unhandled::Unparseable(
                 "INTERACTION_CREATE without id, token or channel_id".to_owned(),
-            ),
+            )),
             None,
         );
     };
@@ -265,11 +298,8 @@ async fn interaction(
             ..Default::default()
         };
         return match delivery.reply(Message::new(answer.encode_current())).await {
-            Ok(()) => (Outcome::Done, Some((command, result))),
-            Err(error) => (
-                Outcome::DeadLetter("bus", format!("cannot answer the ingress: {error}")),
-                Some((command, "failed")),
-            ),
+            Ok(()) => (Ok(()), Some((command, result))),
+            Err(error) => (Err(Unhandled::Bus(error)), Some((command, "failed"))),
         };
     }
 
@@ -313,14 +343,16 @@ async fn interaction(
 /// its retries, dead-letters the event with the reason.
 fn settle(sent: Result<(), CallError>, command: &str) -> Outcome {
     match sent {
-        Ok(()) => Outcome::Done,
+        Ok(()) => Ok(()),
         Err(error @ CallError::Refused { .. }) => {
-            tracing::warn!(command, %error, "discord refused the reply; not retrying");
-            Outcome::Done
+            tracing::warn!(
+                command,
+                error = &error as &dyn std::error::Error,
+                "discord refused the reply; not retrying"
+            );
+            Ok(())
         }
-        Err(error @ CallError::Unavailable { .. }) => {
-            Outcome::DeadLetter("discord", error.to_string())
-        }
+        Err(error @ CallError::Unavailable { .. }) => Err(Unhandled::Discord(error)),
     }
 }
 

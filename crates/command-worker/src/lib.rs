@@ -56,7 +56,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The bus failed.
-    #[error("bus")]
+    #[error("the bus failed")]
     Bus(#[from] bus::Error),
 }
 

@@ -48,14 +48,21 @@ impl VoiceClient {
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) => {
-                tracing::warn!(%error, shard, "no answer from the voice node");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    shard,
+                    "no answer from the voice node"
+                );
                 return NO_ANSWER.to_owned();
             }
         };
         match disco_proto::decode::<VoiceReply>(&answer.body) {
             Ok(reply) => words(&reply),
             Err(error) => {
-                tracing::warn!(%error, "the voice node's answer is not a VoiceReply");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "the voice node's answer is not a VoiceReply"
+                );
                 NO_ANSWER.to_owned()
             }
         }

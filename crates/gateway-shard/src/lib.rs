@@ -190,7 +190,7 @@ pub enum Error {
         code: Option<u16>,
     },
     /// The bus failed.
-    #[error("bus")]
+    #[error("the bus failed")]
     Bus(#[from] bus::Error),
 }
 

@@ -41,7 +41,10 @@ impl Queue for BusQueue {
             let lock = match bus.lock(&format!("identify.{bucket}")).await {
                 Ok(lock) => lock,
                 Err(error) => {
-                    warn!(%error, shard, bucket, "cannot take the identify lock");
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        shard, bucket, "cannot take the identify lock"
+                    );
                     return;
                 }
             };

@@ -30,6 +30,17 @@ use crate::{Error, frame};
 type Publish =
     Pin<Box<dyn std::future::Future<Output = (String, Result<(), bus::Error>, Duration)> + Send>>;
 
+/// A shard command that cannot be sent, now or ever: it is dead-lettered with this reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadCommand(String);
+
+impl bus::Failure for BadCommand {
+    fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
 /// On shutdown, queued shard commands are sent until none has come for this long...
 const DRAIN_IDLE: Duration = Duration::from_millis(250);
 /// ...or for this long at most.
@@ -121,7 +132,7 @@ impl ShardTask {
                         if matches!(self.shard.state(), ShardState::FatallyClosed) {
                             return Err(Error::FatallyClosed { shard: id, code: None });
                         }
-                        warn!(shard = id, %error, "gateway error; twilight reconnects");
+                        warn!(shard = id, error = &error as &dyn std::error::Error, "gateway error; twilight reconnects");
                         self.set_ready(false);
                     }
                     None => return Ok(()),
@@ -227,7 +238,11 @@ impl ShardTask {
                 self.metrics.unrouted.get_or_create(&label).inc();
             }
             Err(error) => {
-                warn!(event, %error, "publish failed");
+                warn!(
+                    event,
+                    error = &error as &dyn std::error::Error,
+                    "publish failed"
+                );
                 self.metrics.publish_failures.inc();
             }
         }
@@ -236,56 +251,45 @@ impl ShardTask {
     /// Sends a command another service asked for, then acks it: once handed to the shard it is
     /// paced by twilight's 120-per-minute limiter.
     async fn command(&mut self, delivery: Delivery) -> Result<(), Error> {
-        let id = self.id();
-        let command = match disco_proto::decode::<ShardCommand>(&delivery.message.body) {
-            Ok(command) if command.shard_id == id => command,
-            Ok(command) => {
-                self.metrics.bad_commands.inc();
-                let reason = format!(
-                    "a command for shard {} sent to shard {id}",
-                    command.shard_id
-                );
-                return Ok(delivery.dead_letter(&reason).await?);
-            }
-            Err(error) => {
-                self.metrics.bad_commands.inc();
-                return Ok(delivery
-                    .dead_letter(&format!("not a ShardCommand: {error}"))
-                    .await?);
-            }
+        let outcome = self.send_command(&delivery.message.body);
+        match &outcome {
+            Ok(()) => self.metrics.commands.inc(),
+            Err(_) => self.metrics.bad_commands.inc(),
         };
-        let sent = match command.command {
+        Ok(delivery.settle(outcome).await?)
+    }
+
+    /// Sends the command `body` holds; a command that cannot be sent never will be.
+    fn send_command(&mut self, body: &[u8]) -> Result<(), BadCommand> {
+        let id = self.id();
+        let command = disco_proto::decode::<ShardCommand>(body)
+            .map_err(|error| BadCommand(format!("not a ShardCommand: {error}")))?;
+        if command.shard_id != id {
+            return Err(BadCommand(format!(
+                "a command for shard {} sent to shard {id}",
+                command.shard_id
+            )));
+        }
+        match command.command {
             Some(shard_command::Command::VoiceStateUpdate(update)) => {
-                match Id::new_checked(update.guild_id) {
-                    Some(guild) => {
-                        let channel = update.channel_id.and_then(Id::new_checked);
-                        self.shard.command(&UpdateVoiceState::new(
-                            guild,
-                            channel,
-                            update.self_deaf,
-                            update.self_mute,
-                        ));
-                        Ok(())
-                    }
-                    None => Err("guild id 0".to_owned()),
-                }
+                let guild = Id::new_checked(update.guild_id)
+                    .ok_or_else(|| BadCommand("guild id 0".to_owned()))?;
+                let channel = update.channel_id.and_then(Id::new_checked);
+                self.shard.command(&UpdateVoiceState::new(
+                    guild,
+                    channel,
+                    update.self_deaf,
+                    update.self_mute,
+                ));
+                Ok(())
             }
             Some(shard_command::Command::PresenceUpdate(presence)) => {
-                presence_command(&presence).map(|command| self.shard.command(&command))
+                let command = presence_command(&presence).map_err(BadCommand)?;
+                self.shard.command(&command);
+                Ok(())
             }
-            None => Err("an empty command".to_owned()),
-        };
-        match sent {
-            Ok(()) => {
-                self.metrics.commands.inc();
-                delivery.ack().await?;
-            }
-            Err(reason) => {
-                self.metrics.bad_commands.inc();
-                delivery.dead_letter(&reason).await?;
-            }
+            None => Err(BadCommand("an empty command".to_owned())),
         }
-        Ok(())
     }
 
     /// Closes resumably, publishes what is still waiting, and saves the session for the next

@@ -153,7 +153,10 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
     match forward(state, body, guild_id).await {
         Ok(pending) => answer(state, pending, token).await,
         Err(error) => {
-            tracing::warn!(%error, "cannot forward an interaction");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot forward an interaction"
+            );
             state.count("unavailable");
             // Still one answer for Discord: an apology only the member sees.
             json_response(
@@ -231,7 +234,10 @@ async fn answer(state: &Arc<State>, mut pending: PendingReply, token: String) ->
                     json_response(reply.response)
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "the worker's answer is not an InteractionReply");
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "the worker's answer is not an InteractionReply"
+                    );
                     state.count("unavailable");
                     json_response(
                         r#"{"type":4,"data":{"content":"Something went wrong.","flags":64}}"#,
@@ -240,7 +246,10 @@ async fn answer(state: &Arc<State>, mut pending: PendingReply, token: String) ->
             }
         }
         Ok(Err(error)) => {
-            tracing::warn!(%error, "the answer was lost");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "the answer was lost"
+            );
             state.count("unavailable");
             json_response(
                 r#"{"type":4,"data":{"content":"Disco cannot answer right now; please try again.","flags":64}}"#,
@@ -302,7 +311,10 @@ async fn edit_late(state: &State, pending: PendingReply, token: &str, started: I
     {
         Ok(request) => request,
         Err(error) => {
-            tracing::warn!(%error, "cannot build the edit");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot build the edit"
+            );
             outcome("failed");
             return;
         }
@@ -310,7 +322,10 @@ async fn edit_late(state: &State, pending: PendingReply, token: &str, started: I
     match state.discord.request::<EmptyBody>(request).await {
         Ok(_) => outcome("edited"),
         Err(error) => {
-            tracing::warn!(%error, "cannot edit a deferred response");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot edit a deferred response"
+            );
             outcome("failed");
         }
     }

@@ -127,7 +127,11 @@ impl Calls {
         let connected = call.current_channel().is_some();
         call.stop();
         if let Err(error) = call.leave().await {
-            tracing::warn!(%error, guild_id, "leaving the voice channel failed");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                guild_id,
+                "leaving the voice channel failed"
+            );
         }
         connected
     }
@@ -185,7 +189,11 @@ impl VoiceUpdate for GatewayLink {
             )
             .await
             .map_err(|error| {
-                tracing::warn!(%error, shard = self.shard, "cannot ask the gateway for op 4");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    shard = self.shard,
+                    "cannot ask the gateway for op 4"
+                );
                 JoinError::NoSender
             })
     }

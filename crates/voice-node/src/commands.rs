@@ -196,7 +196,12 @@ impl Node {
             ));
         }
         if let Err(error) = self.calls.connect(&guild, channel).await {
-            tracing::warn!(%error, guild_id, channel, "cannot join the voice channel");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                guild_id,
+                channel,
+                "cannot join the voice channel"
+            );
             return Err(reply(
                 Outcome::Failed,
                 format!("I could not join <#{channel}>: {error}."),
@@ -223,7 +228,10 @@ impl Node {
         let wav = match self.speech.synthesize(text).await {
             Ok(wav) => wav,
             Err(error) => {
-                tracing::warn!(%error, "text-to-speech failed");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "text-to-speech failed"
+                );
                 return reply(Outcome::Failed, error.to_string());
             }
         };

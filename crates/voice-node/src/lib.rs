@@ -82,7 +82,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The bus failed.
-    #[error("bus")]
+    #[error("the bus failed")]
     Bus(#[from] bus::Error),
 }
 
@@ -147,7 +147,7 @@ impl VoiceNode {
         let mut failure = None;
         while let Some(done) = shards.join_next().await {
             if let Ok(Err(error)) = done {
-                tracing::error!(%error, "a shard stopped");
+                tracing::error!(error = &error as &dyn std::error::Error, "a shard stopped");
                 failure.get_or_insert(error);
                 shutdown.cancel();
             }

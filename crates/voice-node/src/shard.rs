@@ -80,60 +80,82 @@ async fn own_placed(
     Ok(())
 }
 
+/// Why a delivery on a shard's voice queue cannot be handled, now or ever: it is dead-lettered.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("not a {0}: {1}")]
+    Malformed(&'static str, String),
+    #[error(
+        "guild {guild} belongs to shard {owner} of {total}, not {shard}: the sender's shard total differs"
+    )]
+    Misrouted {
+        guild: u64,
+        owner: u32,
+        total: u32,
+        shard: u32,
+    },
+    #[error("{0}")]
+    Inapplicable(String),
+}
+
+impl bus::Failure for Refused {
+    fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
 async fn command(node: Arc<Node>, shard: u32, delivery: Delivery) {
-    let command = match disco_proto::decode::<VoiceCommand>(&delivery.message.body) {
-        Ok(command) => command,
-        Err(error) => {
-            settle(
-                delivery
-                    .dead_letter(&format!("not a VoiceCommand: {error}"))
-                    .await,
-            );
-            return;
-        }
-    };
+    let outcome = answer(&node, shard, &delivery).await;
+    if let Err(refused) = &outcome {
+        tracing::warn!(
+            error = refused as &dyn std::error::Error,
+            "dead-lettering a voice command"
+        );
+    }
+    settle(delivery.settle(outcome).await);
+}
+
+/// Runs a command and answers it. A command that was run is settled as done even when its
+/// answer is lost: running it again (queueing a track twice) would not bring the answer back.
+async fn answer(node: &Node, shard: u32, delivery: &Delivery) -> Result<(), Refused> {
+    let command = disco_proto::decode::<VoiceCommand>(&delivery.message.body)
+        .map_err(|error| Refused::Malformed("VoiceCommand", error.to_string()))?;
     let owner = route::shard_for_guild(command.guild_id, node.shard_total);
     if owner != shard {
-        let why = format!(
-            "guild {} belongs to shard {owner} of {}, not {shard}: the sender's shard total differs",
-            command.guild_id, node.shard_total
-        );
-        tracing::warn!(%why, "a command reached the wrong voice queue");
-        settle(delivery.dead_letter(&why).await);
-        return;
+        return Err(Refused::Misrouted {
+            guild: command.guild_id,
+            owner,
+            total: node.shard_total,
+            shard,
+        });
     }
     let answer = node.handle(&command).await;
     if let Err(error) = delivery.reply(Message::new(answer.encode_current())).await {
-        // The work is done (a track queued, say); doing it again would not bring the answer
-        // back, so the command is settled either way.
-        tracing::warn!(%error, guild_id = command.guild_id, "the answer could not be sent");
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            guild_id = command.guild_id,
+            "the answer could not be sent"
+        );
     }
-    settle(delivery.ack().await);
+    Ok(())
 }
 
 /// Applies one gateway event to what the node knows and to its calls.
 async fn event(node: &Node, delivery: Delivery) {
-    let event = match disco_proto::decode::<GatewayEvent>(&delivery.message.body) {
-        Ok(event) => event,
-        Err(error) => {
-            settle(
-                delivery
-                    .dead_letter(&format!("not a GatewayEvent: {error}"))
-                    .await,
-            );
-            return;
-        }
+    let outcome = match disco_proto::decode::<GatewayEvent>(&delivery.message.body) {
+        Ok(event) => apply(node, &event).await.map_err(Refused::Inapplicable),
+        Err(error) => Err(Refused::Malformed("GatewayEvent", error.to_string())),
     };
-    match apply(node, &event).await {
+    match &outcome {
         Ok(()) => {
             node.metrics.events.inc();
-            settle(delivery.ack().await);
         }
-        Err(why) => {
-            tracing::warn!(%why, "dead-lettering an event");
-            settle(delivery.dead_letter(&why).await);
-        }
+        Err(refused) => tracing::warn!(
+            error = refused as &dyn std::error::Error,
+            "dead-lettering an event"
+        ),
     }
+    settle(delivery.settle(outcome).await);
 }
 
 /// What the event says, applied; `Err` says why it cannot be.
@@ -195,6 +217,9 @@ async fn voice_state(node: &Node, state: VoiceState) {
 fn settle(result: Result<(), bus::Error>) {
     if let Err(error) = result {
         // The broker redelivers what was not settled; nothing else to do here.
-        tracing::warn!(%error, "a delivery could not be settled");
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "a delivery could not be settled"
+        );
     }
 }
