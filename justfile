@@ -22,6 +22,7 @@ test *ARGS:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy --locked -p disco --bins --no-default-features -- -D warnings
 
 # Format the code.
 fmt:

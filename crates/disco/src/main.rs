@@ -6,6 +6,7 @@
 //! - `tail`: `disco tail`, the bus as it flows.
 //! - here: arguments, signals, and the tools (`sim`, `commands sync`, `invite-url`).
 
+#[cfg(feature = "sim")]
 mod demo;
 mod tail;
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         eprintln!("error: {problem}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    #[cfg(feature = "sim")]
     if let Some(Command::Demo(args)) = &cli.command
         && args.voice_tls.is_none()
     {
@@ -81,7 +83,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::CommandWorker => one_role(Role::CommandWorker, &cli, shutdown).await,
         Command::VoiceNode => one_role(Role::VoiceNode, &cli, shutdown).await,
         Command::InteractionsIngress => one_role(Role::InteractionsIngress, &cli, shutdown).await,
+        #[cfg(feature = "sim")]
         Command::Sim(args) => sim(args, shutdown).await,
+        #[cfg(feature = "sim")]
         Command::Demo(args) => {
             match demo::run(args, cli.telemetry.metrics_listen, shutdown).await? {
                 true => Ok(()),
@@ -157,6 +161,7 @@ fn invite_url(application_id: u64, permissions: u64) -> String {
 }
 
 /// `disco sim`: the simulator alone, with what a client needs to reach it.
+#[cfg(feature = "sim")]
 async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<(), Failure> {
     let world = match &args.world {
         Some(path) => discord_sim::World::load(path).map_err(|error| {
@@ -206,6 +211,7 @@ async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<()
 }
 
 /// What `disco sim` prints: where it is, and the settings that point Disco at it.
+#[cfg(feature = "sim")]
 fn sim_banner(
     address: std::net::SocketAddr,
     world: &discord_sim::World,
@@ -250,7 +256,10 @@ async fn watch_signals(shutdown: CancellationToken) {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
             Err(error) => {
-                tracing::error!(%error, "cannot watch SIGTERM");
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "cannot watch SIGTERM"
+                );
                 return;
             }
         };

@@ -393,8 +393,10 @@ pub enum Command {
     /// Print the messages that cross RabbitMQ, as they cross it.
     Tail(TailArgs),
     /// A strict local Discord (gateway, REST, signed webhooks) to run Disco against.
+    #[cfg(feature = "sim")]
     Sim(SimArgs),
     /// The Discord simulator and every role in one process, with a short scripted session.
+    #[cfg(feature = "sim")]
     Demo(DemoArgs),
     /// Manage the application's slash commands.
     #[command(subcommand)]
@@ -403,6 +405,7 @@ pub enum Command {
     InviteUrl,
 }
 
+#[cfg(feature = "sim")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Run the scripted session and exit: 0 if every step got the answer it should.
@@ -433,6 +436,7 @@ pub enum CommandsCommand {
     },
 }
 
+#[cfg(feature = "sim")]
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Where the simulator listens (REST, gateway and control API on one port).
