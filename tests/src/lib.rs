@@ -168,6 +168,7 @@ impl Platform {
         };
         let world = &sim.world;
         let report = command_worker::sync(
+            &command_worker::Commands::standard(),
             &world.token,
             &sim.rest_url,
             world.application_id,

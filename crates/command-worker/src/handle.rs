@@ -11,7 +11,7 @@ use disco_proto::Versioned;
 use disco_proto::v1::{GatewayEvent, InteractionReply};
 use serde_json::Value;
 
-use crate::commands::{self, Command, Invocation};
+use crate::commands::{self, Commands, Invocation, Outcome};
 use crate::discord::{CallError, Discord};
 use crate::metrics::{CommandLabel, DurationLabel, Metrics, ReasonLabel};
 use crate::reply::{self, Reply};
@@ -24,7 +24,7 @@ const ALREADY_ACKNOWLEDGED: u64 = 40060;
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) discord: Discord,
-    pub(crate) commands: Vec<Box<dyn Command>>,
+    pub(crate) commands: Commands,
     pub(crate) voice: VoiceClient,
     pub(crate) prefix: String,
     pub(crate) metrics: Metrics,
@@ -66,7 +66,8 @@ impl bus::Failure for Unhandled {
     }
 }
 
-type Outcome = Result<(), Unhandled>;
+/// How an event was handled, as the delivery is settled.
+type Handling = Result<(), Unhandled>;
 
 pub(crate) async fn handle(ctx: Arc<Context>, delivery: Delivery) {
     ctx.metrics.events.inc();
@@ -92,7 +93,7 @@ pub(crate) async fn handle(ctx: Arc<Context>, delivery: Delivery) {
     }
 }
 
-async fn process(ctx: &Context, delivery: &Delivery) -> Outcome {
+async fn process(ctx: &Context, delivery: &Delivery) -> Handling {
     let event = match disco_proto::decode::<GatewayEvent>(&delivery.message.body) {
         Ok(event) => event,
         Err(error) => {
@@ -135,7 +136,7 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Outcome {
             .commands
             .get_or_create(&CommandLabel {
                 command,
-                outcome: result,
+                outcome: result.label(),
             })
             .inc();
     }
@@ -149,20 +150,20 @@ async fn run(
     parse: commands::Parsed,
     place: Place,
     latency_ms: u64,
-) -> (String, Reply, &'static str) {
+) -> (String, Reply, Outcome) {
     let prefix = ctx.prefix.as_str();
-    let Some(command) = commands::find(&ctx.commands, name) else {
+    let Some(command) = ctx.commands.find(name) else {
         let reply = Reply::text(format!(
             "unknown command `{name}`; `{prefix}help` (or `/help`) lists the commands"
         ));
-        return ("unknown".to_owned(), reply, "unknown");
+        return ("unknown".to_owned(), reply, Outcome::Unknown);
     };
     let definition = command.definition();
     let args = match parse(definition) {
         Ok(args) => args,
         Err(problem) => {
             let reply = Reply::text(format!("{problem}. Usage: `{}`", definition.usage(prefix)));
-            return (definition.name.to_owned(), reply, "usage");
+            return (definition.name.to_owned(), reply, Outcome::Usage);
         }
     };
     let invocation = Invocation {
@@ -178,7 +179,7 @@ async fn run(
     (
         definition.name.to_owned(),
         command.run(invocation).await,
-        "answered",
+        Outcome::Answered,
     )
 }
 
@@ -193,7 +194,7 @@ fn id(value: &Value) -> Option<u64> {
     value.as_str()?.parse().ok()
 }
 
-type Handled = (Outcome, Option<(String, &'static str)>);
+type Handled = (Handling, Option<(String, Outcome)>);
 
 async fn message(ctx: &Context, payload: &Value, latency_ms: u64) -> Handled {
     let (Some(message_id), Some(channel_id), Some(user_id)) = (
@@ -231,7 +232,7 @@ async fn message(ctx: &Context, payload: &Value, latency_ms: u64) -> Handled {
     let parse: commands::Parsed = Box::new(move |definition| definition.parse_prefix(&rest));
     let shown = format!("{}{name}", ctx.prefix);
     let (command, mut reply, result) = run(ctx, name, parse, place, latency_ms).await;
-    if result == "unknown" {
+    if result == Outcome::Unknown {
         reply = Reply::text(
             reply
                 .content
@@ -287,7 +288,10 @@ async fn interaction(
         .cloned()
         .unwrap_or_default();
     let parse: commands::Parsed = Box::new(move |definition| definition.parse_slash(&options));
-    let slow = commands::find(&ctx.commands, &name).is_some_and(|c| c.definition().slow);
+    let slow = ctx
+        .commands
+        .find(&name)
+        .is_some_and(|c| c.definition().slow);
 
     // From the HTTP ingress: the answer goes back over the bus and becomes the HTTP response
     // (or, if it comes late, the ingress's edit of its deferred response).
@@ -299,7 +303,7 @@ async fn interaction(
         };
         return match delivery.reply(Message::new(answer.encode_current())).await {
             Ok(()) => (Ok(()), Some((command, result))),
-            Err(error) => (Err(Unhandled::Bus(error)), Some((command, "failed"))),
+            Err(error) => (Err(Unhandled::Bus(error)), Some((command, Outcome::Failed))),
         };
     }
 
@@ -316,7 +320,7 @@ async fn interaction(
                 code: Some(ALREADY_ACKNOWLEDGED),
                 ..
             }) => {}
-            Err(error) => return (settle(Err(error), &name), Some((name, "failed"))),
+            Err(error) => return (settle(Err(error), &name), Some((name, Outcome::Failed))),
         }
     }
     let (command, reply, result) = run(ctx, &name, parse, place, latency_ms).await;
@@ -341,7 +345,7 @@ async fn interaction(
 
 /// A refused call is final (logged with its route, then acked); an unavailable Discord, after
 /// its retries, dead-letters the event with the reason.
-fn settle(sent: Result<(), CallError>, command: &str) -> Outcome {
+fn settle(sent: Result<(), CallError>, command: &str) -> Handling {
     match sent {
         Ok(()) => Ok(()),
         Err(error @ CallError::Refused { .. }) => {

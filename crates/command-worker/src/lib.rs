@@ -27,6 +27,7 @@ use bus::Subscription;
 use disco_proto::{Secret, route};
 use prometheus_client::registry::Registry;
 
+pub use commands::Commands;
 pub use sync::{SyncError, SyncReport, sync};
 use tokio_util::sync::CancellationToken;
 
@@ -64,16 +65,23 @@ pub enum Error {
 #[derive(Debug)]
 pub struct CommandWorker {
     config: Config,
+    commands: commands::Commands,
     bus: bus::Bus,
     metrics: metrics::Metrics,
     ready: Arc<AtomicBool>,
 }
 
 impl CommandWorker {
-    /// Prepares the role and registers its metrics.
-    pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
+    /// Prepares the role, answering `commands`, and registers its metrics.
+    pub fn new(
+        config: Config,
+        commands: commands::Commands,
+        bus: bus::Bus,
+        registry: &mut Registry,
+    ) -> Self {
         Self {
             config,
+            commands,
             bus,
             metrics: metrics::Metrics::register(registry),
             ready: Arc::new(AtomicBool::new(false)),
@@ -101,7 +109,7 @@ impl CommandWorker {
                 self.config.application_id,
                 self.metrics.clone(),
             ),
-            commands: commands::all(),
+            commands: self.commands,
             voice: voice::VoiceClient::new(
                 self.bus.clone(),
                 self.config.shard_total,
@@ -141,18 +149,5 @@ impl CommandWorker {
         }
         drop(consumer);
         Ok(())
-    }
-
-    /// The slash commands, as `PUT /applications/{id}/commands` takes them.
-    pub fn slash_commands() -> Vec<serde_json::Value> {
-        commands::all()
-            .iter()
-            .map(|c| c.definition().slash())
-            .collect()
-    }
-
-    /// The least permissions the commands need, for the invite URL. Never Administrator.
-    pub fn permissions() -> u64 {
-        commands::permissions(&commands::all())
     }
 }

@@ -26,9 +26,10 @@ pub struct SyncReport {
 #[error("{0}")]
 pub struct SyncError(#[from] CallError);
 
-/// Compares Disco's definitions with what Discord has (globally, or in `guild`) and, unless
+/// Compares the definitions of `commands` with what Discord has (globally, or in `guild`) and, unless
 /// `dry_run` or nothing differs, overwrites them.
 pub async fn sync(
+    commands: &crate::Commands,
     token: &str,
     api_url: &str,
     application_id: u64,
@@ -67,7 +68,7 @@ pub async fn sync(
         }
     };
     let current = current.as_array().cloned().unwrap_or_default();
-    let desired = crate::CommandWorker::slash_commands();
+    let desired = commands.slash();
     let mut report = diff(&current, &desired);
     let differs =
         !(report.added.is_empty() && report.changed.is_empty() && report.removed.is_empty());

@@ -101,7 +101,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let application_id = cli.discord.application_id()?;
             println!(
                 "{}",
-                invite_url(application_id, command_worker::CommandWorker::permissions())
+                invite_url(
+                    application_id,
+                    command_worker::Commands::standard().permissions()
+                )
             );
             Ok(())
         }
@@ -126,6 +129,7 @@ async fn commands_sync(cli: &Cli, guild: Option<u64>, dry_run: bool) -> Result<(
     let application_id = cli.discord.application_id()?;
     let api_url = cli.discord.api_url()?;
     let report = command_worker::sync(
+        &command_worker::Commands::standard(),
         token.expose(),
         api_url.as_str().trim_end_matches('/'),
         application_id,

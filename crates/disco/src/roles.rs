@@ -78,8 +78,12 @@ pub(crate) fn build(
             }
             Role::CommandWorker => {
                 let config = cli.worker.config(&cli.discord, cli.gateway.shard_total)?;
-                let worker =
-                    command_worker::CommandWorker::new(config, bus.clone(), admin.registry());
+                let worker = command_worker::CommandWorker::new(
+                    config,
+                    command_worker::Commands::standard(),
+                    bus.clone(),
+                    admin.registry(),
+                );
                 admin.ready_when(role.name(), worker.readiness());
                 Box::new(move |stop| {
                     Box::pin(async move { worker.run(stop).await.context("command-worker") })

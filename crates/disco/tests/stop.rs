@@ -123,6 +123,7 @@ async fn sigterm_leaves_voice_calls_before_the_gateway_closes() {
 async fn command_worker_sync(sim: &Simulator) {
     let world = &sim.world;
     let report = command_worker::sync(
+        &command_worker::Commands::standard(),
         &world.token,
         &sim.rest_url,
         world.application_id,

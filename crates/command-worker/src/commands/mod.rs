@@ -2,7 +2,8 @@
 //! slash command Discord shows (name, description, options, choices, localised names) and the
 //! prefix form (`~~name args`), with argument parsing and a usage message.
 //!
-//! Adding a command: a new file with a `Command` impl, and its line in [`all`].
+//! Adding a command: a new file with a `Command` impl (its options as `OptionDef` constants,
+//! which is how it reads its arguments), and its line in [`Commands::standard`].
 
 mod help;
 mod ping;
@@ -46,7 +47,9 @@ pub enum Kind {
     Integer,
 }
 
-/// One option of a command.
+/// One option of a command. A command declares each as a constant, lists them in its
+/// [`Definition`], and reads its arguments by them ([`Args::text`]), so an option name is
+/// written once and a misspelt one does not compile.
 #[derive(Debug)]
 pub struct OptionDef {
     /// The option's name (lower case; any script).
@@ -101,11 +104,62 @@ impl Arg {
     }
 }
 
+/// A command's arguments, checked against its definition: every required option is there,
+/// of its kind, within its choices.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Args(BTreeMap<&'static str, Arg>);
+
+impl Args {
+    /// The value of `option`, if given.
+    pub fn get(&self, option: &OptionDef) -> Option<&Arg> {
+        self.0.get(option.name)
+    }
+
+    /// The text of `option`, empty when an optional one was not given.
+    pub fn text(&self, option: &OptionDef) -> String {
+        self.get(option).map(Arg::text).unwrap_or_default()
+    }
+
+    /// The arguments in option-name order, as text.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        self.0.iter().map(|(k, v)| (*k, v.text())).collect()
+    }
+}
+
+/// How handling a command went: what the worker does next, and the `outcome` label of
+/// `disco_command_worker_commands_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The command ran and its reply was sent.
+    Answered,
+    /// The arguments were wrong: the usage line was sent.
+    Usage,
+    /// No command by that name: the reply says so (slash form only).
+    Unknown,
+    /// The reply could not be sent.
+    Failed,
+}
+
+impl Outcome {
+    /// Every outcome, for metrics that start at zero.
+    pub const ALL: [Self; 4] = [Self::Answered, Self::Usage, Self::Unknown, Self::Failed];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Usage => "usage",
+            Self::Unknown => "unknown",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Who asked, where, and with what.
 #[derive(Debug)]
 pub struct Invocation<'a> {
-    /// The arguments, by option name.
-    pub args: BTreeMap<&'static str, Arg>,
+    /// The arguments.
+    pub args: Args,
     /// The guild, when asked in one.
     pub guild_id: Option<u64>,
     /// The channel it was asked in.
@@ -117,14 +171,13 @@ pub struct Invocation<'a> {
     /// The prefix, for messages that mention commands.
     pub prefix: &'a str,
     /// Every command (for `help`).
-    pub commands: &'a [Box<dyn Command>],
+    pub commands: &'a Commands,
     /// Asks the voice node of the guild.
     pub voice: &'a crate::voice::VoiceClient,
 }
 
 /// How to read a command's arguments once its definition is known (prefix or slash form).
-pub type Parsed =
-    Box<dyn FnOnce(&'static Definition) -> Result<BTreeMap<&'static str, Arg>, String> + Send>;
+pub type Parsed = Box<dyn FnOnce(&'static Definition) -> Result<Args, String> + Send>;
 
 /// A boxed future, so commands can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -137,31 +190,54 @@ pub trait Command: Send + Sync + std::fmt::Debug {
     fn run<'a>(&'a self, invocation: Invocation<'a>) -> BoxFuture<'a, Reply>;
 }
 
-/// Every command, in the order `help` lists them.
-pub fn all() -> Vec<Box<dyn Command>> {
-    vec![
-        Box::new(ping::Ping),
-        Box::new(seed::Seed),
-        Box::new(voice::Voice::Say),
-        Box::new(voice::Voice::Play),
-        Box::new(voice::Voice::Skip),
-        Box::new(voice::Voice::Stop),
-        Box::new(voice::Voice::Leave),
-        Box::new(voice::Voice::Queue),
-        Box::new(help::Help),
-    ]
-}
+/// A set of commands: what a worker answers, what `disco commands sync` registers, what the
+/// invite URL asks permissions for. A value, built once and handed to whoever needs it.
+#[derive(Debug)]
+pub struct Commands(Vec<Box<dyn Command>>);
 
-/// Finds a command by name or alias (prefix form: ASCII case does not matter).
-pub fn find<'a>(commands: &'a [Box<dyn Command>], name: &str) -> Option<&'a dyn Command> {
-    let name = name.to_lowercase();
-    commands
-        .iter()
-        .find(|c| {
+impl Commands {
+    /// Disco's commands, in the order `help` lists them.
+    pub fn standard() -> Self {
+        Self(vec![
+            Box::new(ping::Ping),
+            Box::new(seed::Seed),
+            Box::new(voice::Voice::Say),
+            Box::new(voice::Voice::Play),
+            Box::new(voice::Voice::Skip),
+            Box::new(voice::Voice::Stop),
+            Box::new(voice::Voice::Leave),
+            Box::new(voice::Voice::Queue),
+            Box::new(help::Help),
+        ])
+    }
+
+    /// The commands, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Command> {
+        self.0.iter().map(AsRef::as_ref)
+    }
+
+    /// Finds a command by name or alias (prefix form: ASCII case does not matter).
+    pub fn find(&self, name: &str) -> Option<&dyn Command> {
+        let name = name.to_lowercase();
+        self.iter().find(|c| {
             let d = c.definition();
             d.name == name || d.aliases.contains(&name.as_str())
         })
-        .map(AsRef::as_ref)
+    }
+
+    /// The slash commands, as `PUT /applications/{id}/commands` takes them.
+    pub fn slash(&self) -> Vec<Value> {
+        self.iter().map(|c| c.definition().slash()).collect()
+    }
+
+    /// The permissions the commands together need: what the invite URL asks for. Never
+    /// Administrator.
+    pub fn permissions(&self) -> u64 {
+        let replying =
+            permission::VIEW_CHANNEL | permission::SEND_MESSAGES | permission::READ_MESSAGE_HISTORY;
+        self.iter()
+            .fold(replying, |bits, c| bits | c.definition().permissions)
+    }
 }
 
 impl Definition {
@@ -224,7 +300,7 @@ impl Definition {
 
     /// Parses the prefix form's arguments (the text after the command name). Quotes group
     /// words; a `rest` option takes the rest of the line as written.
-    pub fn parse_prefix(&self, text: &str) -> Result<BTreeMap<&'static str, Arg>, String> {
+    pub fn parse_prefix(&self, text: &str) -> Result<Args, String> {
         let mut args = BTreeMap::new();
         let mut rest = text.trim();
         for option in self.options {
@@ -248,11 +324,11 @@ impl Definition {
         if !rest.is_empty() {
             return Err(format!("unexpected `{rest}`"));
         }
-        Ok(args)
+        Ok(Args(args))
     }
 
     /// Reads a slash command's options (`data.options` of the interaction).
-    pub fn parse_slash(&self, options: &[Value]) -> Result<BTreeMap<&'static str, Arg>, String> {
+    pub fn parse_slash(&self, options: &[Value]) -> Result<Args, String> {
         let mut args = BTreeMap::new();
         for given in options {
             let name = given["name"].as_str().unwrap_or_default();
@@ -268,7 +344,7 @@ impl Definition {
                 return Err(format!("missing `{}`", option.name));
             }
         }
-        Ok(args)
+        Ok(Args(args))
     }
 }
 
@@ -317,21 +393,13 @@ fn check(option: &OptionDef, value: Value) -> Result<Arg, String> {
     Ok(arg)
 }
 
-/// The permissions every command together needs: what the invite URL asks for.
-pub fn permissions(commands: &[Box<dyn Command>]) -> u64 {
-    let replying =
-        permission::VIEW_CHANNEL | permission::SEND_MESSAGES | permission::READ_MESSAGE_HISTORY;
-    commands
-        .iter()
-        .fold(replying, |bits, c| bits | c.definition().permissions)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn seed() -> &'static Definition {
-        find(&all(), "테스트")
+        Commands::standard()
+            .find("테스트")
             .map(Command::definition)
             .expect("registered")
     }
@@ -339,8 +407,9 @@ mod tests {
     /// The parsed arguments, in option-name order, or the problem.
     fn parsed(text: &str) -> Result<Vec<(String, String)>, String> {
         seed().parse_prefix(text).map(|args| {
-            args.iter()
-                .map(|(k, v)| ((*k).to_owned(), v.text()))
+            args.pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
                 .collect()
         })
     }
@@ -377,7 +446,11 @@ mod tests {
             json!({"name": "작성글", "value": "안녕"}),
         ];
         let args = seed().parse_slash(&good).expect("valid");
-        assert_eq!(args["옵션"], Arg::String("카밀라".to_owned()));
+        assert_eq!(
+            args.get(&seed::WHO),
+            Some(&Arg::String("카밀라".to_owned()))
+        );
+        assert_eq!(args.text(&seed::POST), "안녕");
         assert!(seed().parse_slash(&good[..1]).is_err());
         assert!(
             seed()
@@ -409,17 +482,17 @@ mod tests {
 
     #[test]
     fn names_and_aliases_resolve_and_permissions_are_least() {
-        let commands = all();
+        let commands = Commands::standard();
         assert_eq!(
-            find(&commands, "say").map(|c| c.definition().name),
+            commands.find("say").map(|c| c.definition().name),
             Some("voice")
         );
         assert_eq!(
-            find(&commands, "PING").map(|c| c.definition().name),
+            commands.find("PING").map(|c| c.definition().name),
             Some("ping")
         );
-        assert!(find(&commands, "nope").is_none());
-        let bits = permissions(&commands);
+        assert!(commands.find("nope").is_none());
+        let bits = commands.permissions();
         assert_eq!(bits & permission::ADMINISTRATOR, 0, "never Administrator");
         assert_ne!(bits & permission::SPEAK, 0, "voice commands need to speak");
     }

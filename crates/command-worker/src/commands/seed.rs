@@ -6,28 +6,31 @@ use crate::reply::Reply;
 #[derive(Debug)]
 pub(crate) struct Seed;
 
+/// `옵션`: who the post is for.
+pub(super) const WHO: OptionDef = OptionDef {
+    name: "옵션",
+    description: "Who the post is for",
+    kind: Kind::String,
+    required: true,
+    choices: &["호빈이", "찬구", "카밀라"],
+    rest: false,
+};
+
+/// `작성글`: the post.
+pub(super) const POST: OptionDef = OptionDef {
+    name: "작성글",
+    description: "The post",
+    kind: Kind::String,
+    required: true,
+    choices: &[],
+    rest: true,
+};
+
 static DEFINITION: Definition = Definition {
     name: "테스트",
     aliases: &["test"],
     description: "The first command: pick someone and write a post",
-    options: &[
-        OptionDef {
-            name: "옵션",
-            description: "Who the post is for",
-            kind: Kind::String,
-            required: true,
-            choices: &["호빈이", "찬구", "카밀라"],
-            rest: false,
-        },
-        OptionDef {
-            name: "작성글",
-            description: "The post",
-            kind: Kind::String,
-            required: true,
-            choices: &[],
-            rest: true,
-        },
-    ],
+    options: &[WHO, POST],
     localized_names: &[("en-US", "test"), ("en-GB", "test")],
     permissions: permission::SEND_MESSAGES | permission::SEND_TTS_MESSAGES,
     slow: false,
@@ -40,17 +43,11 @@ impl Command for Seed {
 
     fn run<'a>(&'a self, invocation: Invocation<'a>) -> BoxFuture<'a, Reply> {
         Box::pin(async move {
-            let arg = |name: &str| {
-                invocation
-                    .args
-                    .get(name)
-                    .map(super::Arg::text)
-                    .unwrap_or_default()
-            };
+            let args = &invocation.args;
             let mut reply = Reply::text(format!(
                 "{}: {} (첫 메시지 발송 추카추카추)",
-                arg("옵션"),
-                arg("작성글")
+                args.text(&WHO),
+                args.text(&POST)
             ));
             reply.tts = true;
             reply

@@ -16,18 +16,31 @@ pub(crate) enum Voice {
 
 const VOICE: u64 = permission::CONNECT | permission::SPEAK | permission::SEND_MESSAGES;
 
+/// `voice`'s `text`: what to say.
+const TEXT: OptionDef = OptionDef {
+    name: "text",
+    description: "What to say",
+    kind: Kind::String,
+    required: true,
+    choices: &[],
+    rest: true,
+};
+
+/// `play`'s `source`: what to play.
+const SOURCE: OptionDef = OptionDef {
+    name: "source",
+    description: "An http(s) URL or a file path",
+    kind: Kind::String,
+    required: true,
+    choices: &[],
+    rest: true,
+};
+
 static SAY: Definition = Definition {
     name: "voice",
     aliases: &["say"],
     description: "Joins your voice channel and says the text",
-    options: &[OptionDef {
-        name: "text",
-        description: "What to say",
-        kind: Kind::String,
-        required: true,
-        choices: &[],
-        rest: true,
-    }],
+    options: &[TEXT],
     localized_names: &[("ko", "음성")],
     permissions: VOICE,
     slow: true,
@@ -37,14 +50,7 @@ static PLAY: Definition = Definition {
     name: "play",
     aliases: &[],
     description: "Joins your voice channel and plays an audio URL or file",
-    options: &[OptionDef {
-        name: "source",
-        description: "An http(s) URL or a file path",
-        kind: Kind::String,
-        required: true,
-        choices: &[],
-        rest: true,
-    }],
+    options: &[SOURCE],
     localized_names: &[],
     permissions: VOICE,
     slow: true,
@@ -84,17 +90,13 @@ impl Command for Voice {
             let Some(guild_id) = invocation.guild_id else {
                 return Reply::text("Voice commands work in a server.".to_owned());
             };
-            let arg = |name: &str| {
-                invocation
-                    .args
-                    .get(name)
-                    .map(super::Arg::text)
-                    .unwrap_or_default()
-            };
+            let args = &invocation.args;
             let action = match self {
-                Self::Say => voice_command::Action::Say(voice_command::Say { text: arg("text") }),
+                Self::Say => voice_command::Action::Say(voice_command::Say {
+                    text: args.text(&TEXT),
+                }),
                 Self::Play => voice_command::Action::Play(voice_command::Play {
-                    source: arg("source"),
+                    source: args.text(&SOURCE),
                 }),
                 Self::Skip => voice_command::Action::Skip(voice_command::Skip {}),
                 Self::Stop => voice_command::Action::Stop(voice_command::Stop {}),
