@@ -60,16 +60,18 @@ async fn throughput(events: u32) {
         )
         .await
         .unwrap();
-    let gateway_config = Config {
-        token: Secret::new(sim.world.token.clone()),
-        api_url: sim.rest_url.clone(),
-        gateway_url: Some(sim.gateway_url.clone()),
-        shards: ShardRange::new(0, 1, 1).unwrap(),
-        intents: gateway_shard::default_intents(),
-        events: ["MESSAGE_CREATE".to_owned()].into(),
-        publish_buffer: 1024,
-    };
-    let gateway = GatewayShard::new(gateway_config, bus.clone(), &mut Registry::default());
+    let mut gateway_config = Config::new(
+        Secret::new(sim.world.token.clone()),
+        ShardRange::new(0, 1, 1).unwrap(),
+    );
+    gateway_config.gateway_url = Some(sim.gateway_url.clone());
+    gateway_config.events = ["MESSAGE_CREATE".to_owned()].into();
+    let gateway = GatewayShard::new(
+        gateway_config,
+        sim.bot_client(),
+        bus.clone(),
+        &mut Registry::default(),
+    );
     let ready = gateway.readiness();
     let stop = CancellationToken::new();
     let task = tokio::spawn(gateway.run(stop.clone()));

@@ -167,18 +167,6 @@ impl Platform {
             }
         };
         let world = &sim.world;
-        let report = command_worker::sync(
-            &command_worker::Commands::standard(),
-            &world.token,
-            &sim.rest_url,
-            world.application_id,
-            None,
-            false,
-        )
-        .await
-        .expect("commands sync");
-        assert!(report.applied);
-
         let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/voice-node/media");
         let settings = disco::Settings::from_flags([
             "disco".to_owned(),
@@ -204,6 +192,16 @@ impl Platform {
             media.to_owned(),
         ])
         .expect("the platform's settings parse");
+        let report = command_worker::sync(
+            &command_worker::Commands::standard(),
+            settings.discord.rest().expect("the platform's settings"),
+            world.application_id,
+            None,
+            false,
+        )
+        .await
+        .expect("commands sync");
+        assert!(report.applied);
         let stop = CancellationToken::new();
         let running = tokio::spawn({
             let roles = options.roles.clone();

@@ -2,6 +2,7 @@
 //! limiter waits out 429s; 5xx and timeouts are retried a bounded number of times with
 //! backoff; any other 4xx is final.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -34,23 +35,19 @@ pub(crate) enum CallError {
 
 #[derive(Debug)]
 pub(crate) struct Discord {
-    http: twilight_http::Client,
+    http: Arc<twilight_http::Client>,
     pub(crate) application_id: u64,
     metrics: Metrics,
 }
 
 impl Discord {
-    pub(crate) fn new(token: &str, api_url: &str, application_id: u64, metrics: Metrics) -> Self {
-        let mut builder = twilight_http::Client::builder().token(token.to_owned());
-        if let Some(host) = api_url.strip_prefix("http://") {
-            builder = builder.proxy(host.trim_end_matches('/').to_owned(), true);
-        } else if let Some(host) = api_url.strip_prefix("https://")
-            && host.trim_end_matches('/') != "discord.com"
-        {
-            builder = builder.proxy(host.trim_end_matches('/').to_owned(), false);
-        }
+    pub(crate) fn new(
+        http: Arc<twilight_http::Client>,
+        application_id: u64,
+        metrics: Metrics,
+    ) -> Self {
         Self {
-            http: builder.build(),
+            http,
             application_id,
             metrics,
         }

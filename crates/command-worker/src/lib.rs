@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bus::Subscription;
-use disco_proto::{Secret, route};
+use disco_proto::route;
 use prometheus_client::registry::Registry;
 
 pub use commands::Commands;
@@ -37,10 +37,6 @@ pub const ROLE: &str = "command-worker";
 /// What the worker needs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The bot token.
-    pub token: Secret,
-    /// Discord's REST base (`https://discord.com` or a simulator's `http://host:port`).
-    pub api_url: String,
     /// The application id (interaction webhooks are addressed by it).
     pub application_id: u64,
     /// The prefix of message commands (`~~`).
@@ -51,6 +47,69 @@ pub struct Config {
     pub concurrency: u16,
     /// How long a voice request may wait for its node.
     pub voice_timeout: Duration,
+}
+
+impl Config {
+    /// The prefix of message commands, unless set.
+    pub const DEFAULT_PREFIX: &'static str = "~~";
+    /// Events handled at once, unless set.
+    pub const DEFAULT_CONCURRENCY: u16 = 64;
+    /// How long a voice command waits for its node, unless set.
+    pub const DEFAULT_VOICE_TIMEOUT: Duration = Duration::from_secs(8);
+
+    /// The worker of `application_id`; every other field at its default (one shard).
+    pub fn new(application_id: u64) -> Self {
+        Self {
+            application_id,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            shard_total: 1,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            voice_timeout: Self::DEFAULT_VOICE_TIMEOUT,
+        }
+    }
+
+    /// Refuses a value the worker cannot run with, naming the field.
+    ///
+    /// # Errors
+    /// The first field found wrong.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.application_id == 0 {
+            return Err(invalid("application_id", "expected a Discord id"));
+        }
+        if self.prefix.trim().is_empty() || self.prefix.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "prefix",
+                "expected a prefix without spaces, like ~~",
+            ));
+        }
+        if self.shard_total == 0 {
+            return Err(invalid("shard_total", "expected at least 1"));
+        }
+        if self.concurrency == 0 {
+            return Err(invalid("concurrency", "expected at least 1"));
+        }
+        if self.voice_timeout.is_zero() {
+            return Err(invalid("voice_timeout", "expected more than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// A [`Config`] field that cannot be used: which, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidConfig {
+    /// The field, as [`Config`] names it.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        field,
+        problem: problem.into(),
+    }
 }
 
 /// Why the worker stopped.
@@ -66,22 +125,26 @@ pub enum Error {
 pub struct CommandWorker {
     config: Config,
     commands: commands::Commands,
+    rest: Arc<twilight_http::Client>,
     bus: bus::Bus,
     metrics: metrics::Metrics,
     ready: Arc<AtomicBool>,
 }
 
 impl CommandWorker {
-    /// Prepares the role, answering `commands`, and registers its metrics.
+    /// Prepares the role, answering `commands` and replying through `rest` (the process's one
+    /// REST client, with the bot token), and registers its metrics.
     pub fn new(
         config: Config,
         commands: commands::Commands,
+        rest: Arc<twilight_http::Client>,
         bus: bus::Bus,
         registry: &mut Registry,
     ) -> Self {
         Self {
             config,
             commands,
+            rest,
             bus,
             metrics: metrics::Metrics::register(registry),
             ready: Arc::new(AtomicBool::new(false)),
@@ -104,8 +167,7 @@ impl CommandWorker {
         let mut consumer = self.bus.subscribe(subscription).await?;
         let context = Arc::new(handle::Context {
             discord: discord::Discord::new(
-                self.config.token.expose(),
-                &self.config.api_url,
+                self.rest,
                 self.config.application_id,
                 self.metrics.clone(),
             ),

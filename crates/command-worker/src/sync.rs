@@ -1,6 +1,8 @@
 //! `disco commands sync`: registers the commands' slash forms with a bulk overwrite, saying what
 //! it added, changed and removed. Running it twice changes nothing the second time.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use twilight_http::routing::Route;
 
@@ -30,15 +32,13 @@ pub struct SyncError(#[from] CallError);
 /// `dry_run` or nothing differs, overwrites them.
 pub async fn sync(
     commands: &crate::Commands,
-    token: &str,
-    api_url: &str,
+    rest: Arc<twilight_http::Client>,
     application_id: u64,
     guild: Option<u64>,
     dry_run: bool,
 ) -> Result<SyncReport, SyncError> {
     let discord = Discord::new(
-        token,
-        api_url,
+        rest,
         application_id,
         crate::metrics::Metrics::register(&mut Default::default()),
     );

@@ -112,8 +112,7 @@ pub(crate) async fn run(
     let cli = Cli::try_parse_from(flags).context("the demo's own settings")?;
     let report = command_worker::sync(
         &command_worker::Commands::standard(),
-        &world.token,
-        &sim.rest_url,
+        cli.discord.rest().context("the demo's own settings")?,
         world.application_id,
         None,
         false,

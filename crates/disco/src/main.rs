@@ -125,13 +125,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// `disco commands sync`: registers the slash commands and says what changed.
 async fn commands_sync(cli: &Cli, guild: Option<u64>, dry_run: bool) -> Result<(), Failure> {
-    let token = cli.discord.token()?;
+    cli.discord.token()?;
     let application_id = cli.discord.application_id()?;
-    let api_url = cli.discord.api_url()?;
     let report = command_worker::sync(
         &command_worker::Commands::standard(),
-        token.expose(),
-        api_url.as_str().trim_end_matches('/'),
+        cli.discord.rest()?,
         application_id,
         guild,
         dry_run,

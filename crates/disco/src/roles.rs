@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context;
 use bus::Bus;
@@ -56,21 +57,31 @@ impl Role {
     }
 }
 
-/// Checks each role's settings and builds it.
+/// Checks each role's settings and builds it, every role with the process's one Discord REST
+/// client.
 pub(crate) fn build(
     roles: &[Role],
     cli: &Cli,
     bus: &Bus,
     admin: &mut Admin,
 ) -> Result<Vec<(Role, Run)>, SettingsError> {
+    // Every role but the ingress acts as the bot.
+    if roles.iter().any(|&r| r != Role::InteractionsIngress) {
+        cli.discord.token()?;
+    }
+    let rest = cli.discord.rest()?;
     let mut built: Vec<(Role, Run)> = Vec::new();
     for &role in roles {
         let run: Run = match role {
             Role::GatewayShard => {
                 let hostname = std::env::var("HOSTNAME").ok();
                 let config = cli.gateway.config(&cli.discord, hostname.as_deref())?;
-                let gateway =
-                    gateway_shard::GatewayShard::new(config, bus.clone(), admin.registry());
+                let gateway = gateway_shard::GatewayShard::new(
+                    config,
+                    Arc::clone(&rest),
+                    bus.clone(),
+                    admin.registry(),
+                );
                 admin.ready_when(role.name(), gateway.readiness());
                 Box::new(move |stop| {
                     Box::pin(async move { gateway.run(stop).await.context("gateway-shard") })
@@ -81,6 +92,7 @@ pub(crate) fn build(
                 let worker = command_worker::CommandWorker::new(
                     config,
                     command_worker::Commands::standard(),
+                    Arc::clone(&rest),
                     bus.clone(),
                     admin.registry(),
                 );
@@ -91,8 +103,12 @@ pub(crate) fn build(
             }
             Role::InteractionsIngress => {
                 let config = cli.ingress.config(&cli.discord, cli.gateway.shard_total)?;
-                let ingress =
-                    interactions_ingress::Ingress::new(config, bus.clone(), admin.registry());
+                let ingress = interactions_ingress::Ingress::new(
+                    config,
+                    Arc::clone(&rest),
+                    bus.clone(),
+                    admin.registry(),
+                );
                 admin.ready_when(role.name(), ingress.readiness());
                 Box::new(move |stop| {
                     Box::pin(async move { ingress.run(stop).await.context("interactions-ingress") })
@@ -103,7 +119,12 @@ pub(crate) fn build(
                 let config = cli
                     .voice
                     .config(&cli.discord, &cli.gateway, hostname.as_deref())?;
-                let node = voice_node::VoiceNode::new(config, bus.clone(), admin.registry());
+                let node = voice_node::VoiceNode::new(
+                    config,
+                    Arc::clone(&rest),
+                    bus.clone(),
+                    admin.registry(),
+                );
                 admin.ready_when(role.name(), node.readiness());
                 Box::new(move |stop| {
                     Box::pin(async move { node.run(stop).await.context("voice-node") })

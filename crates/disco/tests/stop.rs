@@ -124,8 +124,7 @@ async fn command_worker_sync(sim: &Simulator) {
     let world = &sim.world;
     let report = command_worker::sync(
         &command_worker::Commands::standard(),
-        &world.token,
-        &sim.rest_url,
+        sim.bot_client(),
         world.application_id,
         None,
         false,

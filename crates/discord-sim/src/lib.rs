@@ -69,6 +69,17 @@ pub struct Simulator {
 }
 
 impl Simulator {
+    /// A twilight REST client that reaches this simulator, as the bot (with the world's
+    /// token): what a test hands a role it builds by hand.
+    pub fn bot_client(&self) -> std::sync::Arc<twilight_http::Client> {
+        std::sync::Arc::new(
+            twilight_http::Client::builder()
+                .token(self.world.token.clone())
+                .proxy(self.address.to_string(), true)
+                .build(),
+        )
+    }
+
     /// Binds `listen` (port 0 for any), and the voice gateway and UDP endpoint on other ports
     /// of the same address, and serves in the background.
     pub async fn start(listen: SocketAddr, config: Config) -> std::io::Result<Self> {

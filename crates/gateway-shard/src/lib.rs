@@ -39,7 +39,16 @@ pub const DEFAULT_EVENTS: [&str; 5] = [
     "GUILD_CREATE",
 ];
 
-/// The intents asked for by default: guilds, guild messages and their content, voice states.
+/// The intents asked for by default, by name: guilds, guild messages and their content, voice
+/// states.
+pub const DEFAULT_INTENTS: [&str; 4] = [
+    "GUILDS",
+    "GUILD_MESSAGES",
+    "MESSAGE_CONTENT",
+    "GUILD_VOICE_STATES",
+];
+
+/// The intents [`DEFAULT_INTENTS`] names.
 pub fn default_intents() -> Intents {
     Intents::GUILDS
         | Intents::GUILD_MESSAGES
@@ -148,8 +157,6 @@ pub fn parse_events(text: &str) -> Result<BTreeSet<String>, String> {
 pub struct Config {
     /// The bot token.
     pub token: Secret,
-    /// Discord's REST base (`https://discord.com`, or a simulator's `http://host:port`).
-    pub api_url: String,
     /// The gateway URL; when `None`, the one `GET /gateway/bot` names.
     pub gateway_url: Option<String>,
     /// The shards this process runs.
@@ -160,6 +167,55 @@ pub struct Config {
     pub events: BTreeSet<String>,
     /// How many publishes a shard may have waiting for their confirm before it stops reading.
     pub publish_buffer: usize,
+}
+
+impl Config {
+    /// Publishes a shard may have waiting for their confirm, unless set.
+    pub const DEFAULT_PUBLISH_BUFFER: usize = 1024;
+
+    /// Shards `shards` of the bot with `token`; every other field at its default (the gateway
+    /// URL Discord names, the default intents and events).
+    pub fn new(token: Secret, shards: ShardRange) -> Self {
+        Self {
+            token,
+            gateway_url: None,
+            shards,
+            intents: default_intents(),
+            events: DEFAULT_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            publish_buffer: Self::DEFAULT_PUBLISH_BUFFER,
+        }
+    }
+
+    /// Refuses a value the gateway cannot run with, naming the field.
+    ///
+    /// # Errors
+    /// The first field found wrong.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.events.is_empty() {
+            return Err(invalid("events", "expected at least one event to publish"));
+        }
+        if self.publish_buffer == 0 {
+            return Err(invalid("publish_buffer", "expected at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A [`Config`] field that cannot be used: which, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidConfig {
+    /// The field, as [`Config`] names it.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        field,
+        problem: problem.into(),
+    }
 }
 
 /// Why the gateway stopped.
@@ -198,14 +254,21 @@ pub enum Error {
 #[derive(Debug)]
 pub struct GatewayShard {
     config: Config,
+    rest: Arc<twilight_http::Client>,
     bus: bus::Bus,
     metrics: metrics::Metrics,
     ready: Arc<[AtomicBool]>,
 }
 
 impl GatewayShard {
-    /// Prepares the role and registers its metrics.
-    pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
+    /// Prepares the role, asking Discord through `rest` (the process's one REST client), and
+    /// registers its metrics.
+    pub fn new(
+        config: Config,
+        rest: Arc<twilight_http::Client>,
+        bus: bus::Bus,
+        registry: &mut Registry,
+    ) -> Self {
         let metrics = metrics::Metrics::register(registry);
         metrics.shard_count.set(config.shards.total().into());
         // Every owned shard from the start, so a dashboard shows 0 rather than nothing.
@@ -229,6 +292,7 @@ impl GatewayShard {
             .collect();
         Self {
             config,
+            rest,
             bus,
             metrics,
             ready,
@@ -244,8 +308,8 @@ impl GatewayShard {
     /// Runs the shards until `shutdown`, then closes them so they can be resumed and saves
     /// their sessions for the next process.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let http = http_client(&self.config);
-        let info = http
+        let info = self
+            .rest
             .gateway()
             .authed()
             .await
@@ -325,18 +389,6 @@ impl GatewayShard {
     }
 }
 
-fn http_client(config: &Config) -> twilight_http::Client {
-    let mut builder = twilight_http::Client::builder().token(config.token.expose().to_owned());
-    if let Some(host) = config.api_url.strip_prefix("http://") {
-        builder = builder.proxy(host.trim_end_matches('/').to_owned(), true);
-    } else if let Some(host) = config.api_url.strip_prefix("https://")
-        && host.trim_end_matches('/') != "discord.com"
-    {
-        builder = builder.proxy(host.trim_end_matches('/').to_owned(), false);
-    }
-    builder.build()
-}
-
 /// Takes the session a previous process saved for `shard`, if any; the newest wins when several
 /// were saved.
 async fn take_saved_session(
@@ -413,5 +465,9 @@ mod tests {
             2
         );
         assert!(parse_events("message_create").is_err());
+        assert_eq!(
+            parse_intents(&DEFAULT_INTENTS.join(",")).expect("valid"),
+            default_intents()
+        );
     }
 }

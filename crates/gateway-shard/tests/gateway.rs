@@ -40,18 +40,10 @@ impl Running {
 }
 
 fn config(sim: &Simulator, shards: ShardRange) -> Config {
-    Config {
-        token: Secret::new(sim.world.token.clone()),
-        api_url: sim.rest_url.clone(),
-        gateway_url: Some(sim.gateway_url.clone()),
-        shards,
-        intents: gateway_shard::default_intents(),
-        events: gateway_shard::DEFAULT_EVENTS
-            .iter()
-            .map(|e| (*e).to_owned())
-            .collect(),
-        publish_buffer: 64,
-    }
+    let mut config = Config::new(Secret::new(sim.world.token.clone()), shards);
+    config.gateway_url = Some(sim.gateway_url.clone());
+    config.publish_buffer = 64;
+    config
 }
 
 fn start(sim: &Simulator, bus: &Bus, shards: ShardRange) -> Running {
@@ -61,7 +53,12 @@ fn start(sim: &Simulator, bus: &Bus, shards: ShardRange) -> Running {
         .with_test_writer()
         .try_init();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let gateway = GatewayShard::new(config(sim, shards), bus.clone(), &mut Registry::default());
+    let gateway = GatewayShard::new(
+        config(sim, shards),
+        sim.bot_client(),
+        bus.clone(),
+        &mut Registry::default(),
+    );
     let ready = Box::new(gateway.readiness());
     let stop = CancellationToken::new();
     let task = tokio::spawn(gateway.run(stop.clone()));
@@ -281,7 +278,12 @@ async fn a_spent_session_budget_refuses_to_start() {
         .unwrap();
     let bus = Bus::in_memory(Limits::default());
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let gateway = GatewayShard::new(config_for_two(&sim), bus, &mut Registry::default());
+    let gateway = GatewayShard::new(
+        config_for_two(&sim),
+        sim.bot_client(),
+        bus,
+        &mut Registry::default(),
+    );
     let error = gateway
         .run(CancellationToken::new())
         .await

@@ -33,27 +33,24 @@ pub(crate) struct State {
     pub(crate) bus: Bus,
     pub(crate) late: TaskTracker,
     metrics: Metrics,
-    discord: twilight_http::Client,
+    /// Editing a deferred response is a webhook call: the interaction token is its
+    /// credential, so this client needs no bot token (an ingress alone has none).
+    discord: Arc<twilight_http::Client>,
 }
 
 impl State {
-    pub(crate) fn new(config: Config, bus: Bus, metrics: Metrics) -> Self {
-        // Editing a deferred response is a webhook call: the interaction token is the
-        // credential, so the client has no bot token.
-        let mut builder = twilight_http::Client::builder();
-        if let Some(host) = config.api_url.strip_prefix("http://") {
-            builder = builder.proxy(host.trim_end_matches('/').to_owned(), true);
-        } else if let Some(host) = config.api_url.strip_prefix("https://")
-            && host.trim_end_matches('/') != "discord.com"
-        {
-            builder = builder.proxy(host.trim_end_matches('/').to_owned(), false);
-        }
+    pub(crate) fn new(
+        config: Config,
+        discord: Arc<twilight_http::Client>,
+        bus: Bus,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             config,
             bus,
             late: TaskTracker::new(),
             metrics,
-            discord: builder.build(),
+            discord,
         }
     }
 

@@ -32,8 +32,6 @@ pub struct Config {
     pub public_key: PublicKey,
     /// The application id (edits of deferred responses are addressed by it).
     pub application_id: u64,
-    /// Discord's REST base, for those edits.
-    pub api_url: String,
     /// Where to listen.
     pub listen: SocketAddr,
     /// The largest body accepted; larger is refused with 413 before it is read.
@@ -46,6 +44,84 @@ pub struct Config {
     pub late_answer: Duration,
     /// The shard total, to route an interaction like the gateway would.
     pub shard_total: u32,
+}
+
+impl Config {
+    /// Where to listen, unless set.
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        8080,
+    ));
+    /// The largest body accepted, unless set.
+    pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+    /// The replay window, unless set.
+    pub const DEFAULT_TIMESTAMP_WINDOW: Duration = Duration::from_secs(300);
+    /// How long to wait for the worker before deferring, unless set.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(2_500);
+    /// How long a deferred answer may still come, unless set.
+    pub const DEFAULT_LATE_ANSWER: Duration = Duration::from_secs(120);
+
+    /// The ingress of `application_id`, verifying with `public_key`; every other field at its
+    /// default (one shard).
+    pub fn new(public_key: PublicKey, application_id: u64) -> Self {
+        Self {
+            public_key,
+            application_id,
+            listen: Self::DEFAULT_LISTEN,
+            max_body: Self::DEFAULT_MAX_BODY,
+            timestamp_window: Self::DEFAULT_TIMESTAMP_WINDOW,
+            deadline: Self::DEFAULT_DEADLINE,
+            late_answer: Self::DEFAULT_LATE_ANSWER,
+            shard_total: 1,
+        }
+    }
+
+    /// Refuses a value the ingress cannot run with, naming the field.
+    ///
+    /// # Errors
+    /// The first field found wrong.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.application_id == 0 {
+            return Err(invalid("application_id", "expected a Discord id"));
+        }
+        let deadline = self.deadline.as_millis();
+        if !(100..=2_900).contains(&deadline) {
+            return Err(invalid(
+                "deadline",
+                "expected 100 to 2900 ms: Discord drops an interaction not answered within 3 s",
+            ));
+        }
+        if !(1..=900).contains(&self.late_answer.as_secs()) {
+            return Err(invalid("late_answer", "expected 1 to 900 s"));
+        }
+        if self.max_body < 1024 {
+            return Err(invalid("max_body", "expected at least 1024"));
+        }
+        if self.timestamp_window.is_zero() {
+            return Err(invalid("timestamp_window", "expected more than 0"));
+        }
+        if self.shard_total == 0 {
+            return Err(invalid("shard_total", "expected at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A [`Config`] field that cannot be used: which, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidConfig {
+    /// The field, as [`Config`] names it.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        field,
+        problem: problem.into(),
+    }
 }
 
 /// Why the ingress stopped.
@@ -82,11 +158,18 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// Prepares the role and registers its metrics.
-    pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
+    /// Prepares the role, editing deferred answers through `rest` (the process's one REST
+    /// client), and registers its metrics.
+    pub fn new(
+        config: Config,
+        rest: Arc<twilight_http::Client>,
+        bus: bus::Bus,
+        registry: &mut Registry,
+    ) -> Self {
         let listen = config.listen;
         let state = Arc::new(handler::State::new(
             config,
+            rest,
             bus,
             metrics::Metrics::register(registry),
         ));

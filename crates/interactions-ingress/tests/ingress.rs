@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bus::{Bus, Limits, Message, Subscription};
@@ -22,22 +23,28 @@ fn signing_key() -> SigningKey {
 }
 
 fn config(deadline: Duration) -> Config {
-    Config {
-        public_key: PublicKey::from_hex(&hex::encode(signing_key().verifying_key().as_bytes()))
-            .unwrap(),
-        application_id: 1,
-        api_url: "http://127.0.0.1:9".to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_body: 8 * 1024,
-        timestamp_window: Duration::from_secs(300),
-        deadline,
-        late_answer: Duration::from_secs(10),
-        shard_total: 1,
-    }
+    let mut config = Config::new(
+        PublicKey::from_hex(&hex::encode(signing_key().verifying_key().as_bytes())).unwrap(),
+        1,
+    );
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.max_body = 8 * 1024;
+    config.deadline = deadline;
+    config.late_answer = Duration::from_secs(10);
+    config
+}
+
+/// A REST client that reaches nothing: these tests never get as far as an edit.
+fn nowhere() -> Arc<twilight_http::Client> {
+    Arc::new(
+        twilight_http::Client::builder()
+            .proxy("127.0.0.1:9".to_owned(), true)
+            .build(),
+    )
 }
 
 async fn start(bus: &Bus, config: Config) -> (SocketAddr, CancellationToken) {
-    let ingress = Ingress::new(config, bus.clone(), &mut Registry::default());
+    let ingress = Ingress::new(config, nowhere(), bus.clone(), &mut Registry::default());
     let listener = interactions_ingress::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let address = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -337,10 +344,14 @@ async fn with_the_simulator_a_slow_answer_is_deferred_then_edited() {
     let config = Config {
         public_key: PublicKey::from_hex(&sim.public_key).unwrap(),
         application_id: sim.world.application_id,
-        api_url: sim.rest_url.clone(),
         ..config(Duration::from_millis(200))
     };
-    let ingress = Ingress::new(config, bus.clone(), &mut Registry::default());
+    let ingress = Ingress::new(
+        config,
+        sim.bot_client(),
+        bus.clone(),
+        &mut Registry::default(),
+    );
     let stop = CancellationToken::new();
     let serving = tokio::spawn(ingress.serve(listener, stop.clone()));
 

@@ -49,7 +49,12 @@ fn reply(outcome: Outcome, detail: impl Into<String>) -> VoiceReply {
 }
 
 impl Node {
-    pub(crate) fn new(config: &crate::Config, bus: Bus, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        config: &crate::Config,
+        rest: Arc<twilight_http::Client>,
+        bus: Bus,
+        metrics: Metrics,
+    ) -> Self {
         let user_id = NonZeroU64::new(config.user_id).unwrap_or(NonZeroU64::MIN);
         // A slow or silent server must not hold a guild's turn: connecting and every read
         // are bounded (not the whole body, which streams for as long as the track plays).
@@ -72,7 +77,7 @@ impl Node {
             metrics,
             speech: Speech::new(config.tts_program.clone(), config.tts_voice.clone()),
             media_dir: config.media_dir.clone(),
-            rest: Rest::new(http.clone(), &config.api_url, config.token.clone()),
+            rest: Rest::new(rest),
             http,
             turns: Mutex::default(),
         }

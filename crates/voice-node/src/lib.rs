@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use disco_proto::Secret;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -37,10 +36,6 @@ pub const ROLE: &str = "voice-node";
 /// What the voice node needs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The bot token (to ask Discord where a member is, when the node has not seen it).
-    pub token: Secret,
-    /// Discord's REST base (`https://discord.com` or a simulator's `http://host:port`).
-    pub api_url: String,
     /// The bot's user id (voice connections are made as this user).
     pub user_id: u64,
     /// The shards whose guilds this node holds the calls of.
@@ -60,21 +55,75 @@ pub struct Config {
 }
 
 impl Config {
-    /// Refuses settings the node cannot run with, naming them.
-    pub fn validate(&self) -> Result<(), String> {
+    /// How long an empty channel is kept, unless set.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+    /// How long joining may take, unless set.
+    pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+    /// What `play <file>` may read, unless set.
+    pub const DEFAULT_MEDIA_DIR: &'static str = "media";
+    /// The text-to-speech program, unless set.
+    pub const DEFAULT_TTS_PROGRAM: &'static str = "espeak-ng";
+    /// Its voice, unless set.
+    pub const DEFAULT_TTS_VOICE: &'static str = "en";
+
+    /// The calls of `shards` of `shard_total`, as `user_id`; every other field at its default.
+    pub fn new(user_id: u64, shards: Range<u32>, shard_total: u32) -> Self {
+        Self {
+            user_id,
+            shards,
+            shard_total,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            join_timeout: Self::DEFAULT_JOIN_TIMEOUT,
+            media_dir: PathBuf::from(Self::DEFAULT_MEDIA_DIR),
+            tts_program: PathBuf::from(Self::DEFAULT_TTS_PROGRAM),
+            tts_voice: Self::DEFAULT_TTS_VOICE.to_owned(),
+        }
+    }
+
+    /// Refuses a value the node cannot run with, naming the field.
+    ///
+    /// # Errors
+    /// The first field found wrong.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.user_id == 0 {
-            return Err("user_id: the bot's user id is missing".to_owned());
+            return Err(invalid("user_id", "the bot's user id is missing"));
         }
         if self.shards.is_empty() || self.shards.end > self.shard_total {
-            return Err(format!(
-                "shards: {}..{} is not a non-empty range within 0..{}",
-                self.shards.start, self.shards.end, self.shard_total
+            return Err(invalid(
+                "shards",
+                format!(
+                    "{}..{} is not a non-empty range within 0..{}",
+                    self.shards.start, self.shards.end, self.shard_total
+                ),
             ));
         }
-        if self.idle_timeout.is_zero() || self.join_timeout.is_zero() {
-            return Err("idle_timeout and join_timeout must be positive".to_owned());
+        if self.idle_timeout.is_zero() {
+            return Err(invalid("idle_timeout", "expected at least 1 s"));
+        }
+        if self.join_timeout.is_zero() {
+            return Err(invalid("join_timeout", "expected at least 1 ms"));
+        }
+        if self.tts_voice.trim().is_empty() || self.tts_voice.starts_with('-') {
+            return Err(invalid("tts_voice", "expected a voice name, like en"));
         }
         Ok(())
+    }
+}
+
+/// A [`Config`] field that cannot be used: which, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidConfig {
+    /// The field, as [`Config`] names it.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        field,
+        problem: problem.into(),
     }
 }
 
@@ -90,6 +139,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct VoiceNode {
     config: Config,
+    rest: Arc<twilight_http::Client>,
     bus: bus::Bus,
     metrics: metrics::Metrics,
     /// Shards whose task runs: owning the shard, or in line for the node that holds it.
@@ -97,10 +147,17 @@ pub struct VoiceNode {
 }
 
 impl VoiceNode {
-    /// Prepares the role and registers its metrics.
-    pub fn new(config: Config, bus: bus::Bus, registry: &mut Registry) -> Self {
+    /// Prepares the role, asking Discord through `rest` (the process's one REST client, with
+    /// the bot token) where members it has not seen are, and registers its metrics.
+    pub fn new(
+        config: Config,
+        rest: Arc<twilight_http::Client>,
+        bus: bus::Bus,
+        registry: &mut Registry,
+    ) -> Self {
         Self {
             config,
+            rest,
             bus,
             metrics: metrics::Metrics::register(registry),
             placed: Arc::new(AtomicUsize::new(0)),
@@ -122,6 +179,7 @@ impl VoiceNode {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let node = Arc::new(commands::Node::new(
             &self.config,
+            self.rest,
             self.bus.clone(),
             self.metrics.clone(),
         ));

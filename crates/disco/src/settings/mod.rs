@@ -2,13 +2,22 @@
 //! which win over defaults. Secrets are read as plain strings and checked here, so no parse
 //! error ever repeats them, and `--help` never shows their values.
 
+mod gateway;
+mod ingress;
+mod voice;
+mod worker;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use disco_proto::Secret;
 use url::Url;
+
+pub use gateway::GatewayArgs;
+pub use ingress::IngressArgs;
+pub use voice::VoiceArgs;
+pub use worker::WorkerArgs;
 
 /// Disco runs Discord bots as services: shards, workers, voice nodes and an interactions
 /// webhook, connected through RabbitMQ, or all in one process.
@@ -45,334 +54,6 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         Self::try_parse_from(flags)
-    }
-}
-
-/// interactions-ingress settings.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "interactions-ingress")]
-pub struct IngressArgs {
-    /// Where Discord's interaction webhooks are received.
-    #[arg(
-        long,
-        env = "DISCO_INGRESS_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
-    pub ingress_listen: SocketAddr,
-    /// The largest request body accepted, in bytes.
-    #[arg(long, env = "DISCO_INGRESS_MAX_BODY", default_value_t = 64 * 1024, global = true)]
-    pub ingress_max_body: usize,
-    /// How far a request's timestamp may be from now, in seconds (replay protection).
-    #[arg(
-        long,
-        env = "DISCO_INGRESS_TIMESTAMP_WINDOW_SECS",
-        default_value_t = 300,
-        global = true
-    )]
-    pub ingress_timestamp_window_secs: u64,
-    /// How long to wait for the worker before answering "deferred", in milliseconds (Discord
-    /// allows 3000).
-    #[arg(
-        long,
-        env = "DISCO_INGRESS_DEADLINE_MS",
-        default_value_t = 2_500,
-        global = true
-    )]
-    pub ingress_deadline_ms: u64,
-    /// How long a deferred interaction's answer may still come, in seconds (Discord's tokens
-    /// last 900).
-    #[arg(
-        long,
-        env = "DISCO_INGRESS_LATE_ANSWER_SECS",
-        default_value_t = 120,
-        global = true
-    )]
-    pub ingress_late_answer_secs: u64,
-}
-
-impl IngressArgs {
-    pub fn config(
-        &self,
-        discord: &DiscordArgs,
-        shard_total: u32,
-    ) -> Result<interactions_ingress::Config, SettingsError> {
-        if !(100..=2_900).contains(&self.ingress_deadline_ms) {
-            return Err(invalid(
-                "DISCO_INGRESS_DEADLINE_MS",
-                "ingress-deadline-ms",
-                "expected 100 to 2900: Discord drops an interaction not answered within 3 s",
-            )
-            .into());
-        }
-        if !(1..=900).contains(&self.ingress_late_answer_secs) {
-            return Err(invalid(
-                "DISCO_INGRESS_LATE_ANSWER_SECS",
-                "ingress-late-answer-secs",
-                "expected 1 to 900",
-            )
-            .into());
-        }
-        if self.ingress_max_body < 1024 {
-            return Err(invalid(
-                "DISCO_INGRESS_MAX_BODY",
-                "ingress-max-body",
-                "expected at least 1024",
-            )
-            .into());
-        }
-        Ok(interactions_ingress::Config {
-            public_key: discord.public_key()?,
-            application_id: discord.application_id()?,
-            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
-            listen: self.ingress_listen,
-            max_body: self.ingress_max_body,
-            timestamp_window: std::time::Duration::from_secs(self.ingress_timestamp_window_secs),
-            deadline: std::time::Duration::from_millis(self.ingress_deadline_ms),
-            late_answer: std::time::Duration::from_secs(self.ingress_late_answer_secs),
-            shard_total: shard_total.max(1),
-        })
-    }
-}
-
-/// voice-node settings.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "voice-node")]
-pub struct VoiceArgs {
-    /// Leave a voice channel that has had nobody else in it this long, in seconds.
-    #[arg(
-        long,
-        env = "DISCO_VOICE_IDLE_TIMEOUT_SECS",
-        default_value_t = 120,
-        global = true
-    )]
-    pub voice_idle_timeout_secs: u64,
-    /// How long joining a voice channel may take, in milliseconds.
-    #[arg(
-        long,
-        env = "DISCO_VOICE_JOIN_TIMEOUT_MS",
-        default_value_t = 5_000,
-        global = true
-    )]
-    pub voice_join_timeout_ms: u64,
-    /// The only directory `play <file>` reads from.
-    #[arg(long, env = "DISCO_MEDIA_DIR", default_value = "media", global = true)]
-    pub media_dir: PathBuf,
-    /// The text-to-speech program.
-    #[arg(
-        long,
-        env = "DISCO_TTS_PROGRAM",
-        default_value = "espeak-ng",
-        global = true
-    )]
-    pub tts_program: PathBuf,
-    /// The text-to-speech voice (`espeak-ng --voices` lists them).
-    #[arg(long, env = "DISCO_TTS_VOICE", default_value = "en", global = true)]
-    pub tts_voice: String,
-}
-
-impl VoiceArgs {
-    /// The voice node's settings, checked. The bot's user id is the application id (the same
-    /// for every bot application).
-    pub fn config(
-        &self,
-        discord: &DiscordArgs,
-        gateway: &GatewayArgs,
-        hostname: Option<&str>,
-    ) -> Result<voice_node::Config, SettingsError> {
-        let shards = gateway.shard_range(hostname)?;
-        at_least_one(
-            self.voice_idle_timeout_secs,
-            "DISCO_VOICE_IDLE_TIMEOUT_SECS",
-            "voice-idle-timeout-secs",
-        )?;
-        at_least_one(
-            self.voice_join_timeout_ms,
-            "DISCO_VOICE_JOIN_TIMEOUT_MS",
-            "voice-join-timeout-ms",
-        )?;
-        if self.tts_voice.trim().is_empty() || self.tts_voice.starts_with('-') {
-            return Err(invalid(
-                "DISCO_TTS_VOICE",
-                "tts-voice",
-                "expected a voice name, like en",
-            )
-            .into());
-        }
-        let config = voice_node::Config {
-            token: discord.token()?,
-            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
-            user_id: discord.application_id()?,
-            shards: shards.ids(),
-            shard_total: shards.total(),
-            idle_timeout: Duration::from_secs(self.voice_idle_timeout_secs),
-            join_timeout: Duration::from_millis(self.voice_join_timeout_ms),
-            media_dir: self.media_dir.clone(),
-            tts_program: self.tts_program.clone(),
-            tts_voice: self.tts_voice.clone(),
-        };
-        config
-            .validate()
-            .map_err(|problem| invalid("DISCO_SHARDS", "shards", problem))?;
-        Ok(config)
-    }
-}
-
-/// command-worker settings.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "command-worker")]
-pub struct WorkerArgs {
-    /// The prefix of message commands.
-    #[arg(long, env = "DISCO_PREFIX", default_value = "~~", global = true)]
-    pub prefix: String,
-    /// Events a worker handles at once.
-    #[arg(
-        long,
-        env = "DISCO_WORKER_CONCURRENCY",
-        default_value_t = 64,
-        global = true
-    )]
-    pub concurrency: u16,
-    /// How long a voice command waits for the voice node, in milliseconds.
-    #[arg(
-        long,
-        env = "DISCO_VOICE_TIMEOUT_MS",
-        default_value_t = 8_000,
-        global = true
-    )]
-    pub voice_timeout_ms: u64,
-}
-
-impl WorkerArgs {
-    pub fn config(
-        &self,
-        discord: &DiscordArgs,
-        shard_total: u32,
-    ) -> Result<command_worker::Config, SettingsError> {
-        if self.prefix.trim().is_empty() || self.prefix.chars().any(char::is_whitespace) {
-            return Err(invalid(
-                "DISCO_PREFIX",
-                "prefix",
-                "expected a prefix without spaces, like ~~",
-            )
-            .into());
-        }
-        at_least_one(
-            self.concurrency.into(),
-            "DISCO_WORKER_CONCURRENCY",
-            "concurrency",
-        )?;
-        at_least_one(shard_total.into(), "DISCO_SHARD_TOTAL", "shard-total")?;
-        Ok(command_worker::Config {
-            token: discord.token()?,
-            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
-            application_id: discord.application_id()?,
-            prefix: self.prefix.clone(),
-            shard_total,
-            concurrency: self.concurrency,
-            voice_timeout: std::time::Duration::from_millis(self.voice_timeout_ms),
-        })
-    }
-}
-
-/// gateway-shard settings.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "gateway-shard")]
-pub struct GatewayArgs {
-    /// Shards across every gateway process.
-    #[arg(long, env = "DISCO_SHARD_TOTAL", default_value_t = 1, global = true)]
-    pub shard_total: u32,
-    /// This process's shards, like `0..4`; instead of --bucket.
-    #[arg(long, env = "DISCO_SHARDS", global = true)]
-    pub shards: Option<String>,
-    /// This process's bucket of the shards (0-based), or `auto` for the number at the end of
-    /// the host name (a StatefulSet pod's ordinal).
-    #[arg(long, env = "DISCO_BUCKET", global = true)]
-    pub bucket: Option<String>,
-    /// How many buckets (gateway processes) share the shards.
-    #[arg(long, env = "DISCO_BUCKETS", default_value_t = 1, global = true)]
-    pub buckets: u32,
-    /// Gateway intents, comma separated.
-    #[arg(
-        long,
-        env = "DISCO_INTENTS",
-        default_value = "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_VOICE_STATES",
-        global = true
-    )]
-    pub intents: String,
-    /// Dispatches to publish, comma separated.
-    #[arg(
-        long,
-        env = "DISCO_EVENTS",
-        default_value = "MESSAGE_CREATE,INTERACTION_CREATE,VOICE_STATE_UPDATE,VOICE_SERVER_UPDATE,GUILD_CREATE",
-        global = true
-    )]
-    pub events: String,
-    /// Publishes a shard may have waiting for their confirm before it stops reading.
-    #[arg(
-        long,
-        env = "DISCO_PUBLISH_BUFFER",
-        default_value_t = 1024,
-        global = true
-    )]
-    pub publish_buffer: usize,
-}
-
-impl GatewayArgs {
-    /// The gateway's settings, checked. `hostname` is the host name, for `--bucket auto`.
-    pub fn config(
-        &self,
-        discord: &DiscordArgs,
-        hostname: Option<&str>,
-    ) -> Result<gateway_shard::Config, SettingsError> {
-        Ok(gateway_shard::Config {
-            token: discord.token()?,
-            api_url: discord.api_url()?.as_str().trim_end_matches('/').to_owned(),
-            gateway_url: discord
-                .gateway_url()?
-                .map(|url| url.as_str().trim_end_matches('/').to_owned()),
-            shards: self.shard_range(hostname)?,
-            intents: gateway_shard::parse_intents(&self.intents)
-                .map_err(|problem| invalid("DISCO_INTENTS", "intents", problem))?,
-            events: gateway_shard::parse_events(&self.events)
-                .map_err(|problem| invalid("DISCO_EVENTS", "events", problem))?,
-            publish_buffer: self.publish_buffer,
-        })
-    }
-
-    /// This process's shards (a gateway's connections, a voice node's calls): `--shards`,
-    /// else `--bucket` of `--buckets`, else all of them.
-    pub fn shard_range(
-        &self,
-        hostname: Option<&str>,
-    ) -> Result<gateway_shard::ShardRange, SettingsError> {
-        let total = self.shard_total;
-        let shards = match (&self.shards, &self.bucket) {
-            (Some(range), _) => gateway_shard::ShardRange::parse(range, total)
-                .map_err(|problem| invalid("DISCO_SHARDS", "shards", problem))?,
-            (None, Some(bucket)) => {
-                let bucket = match bucket.as_str() {
-                    "auto" => hostname
-                        .and_then(|name| name.rsplit('-').next())
-                        .and_then(|ordinal| ordinal.parse().ok())
-                        .ok_or_else(|| {
-                            invalid(
-                                "DISCO_BUCKET",
-                                "bucket",
-                                "`auto` needs a host name ending in -<number>",
-                            )
-                        })?,
-                    number => number.parse().map_err(|_| {
-                        invalid("DISCO_BUCKET", "bucket", "expected a number or `auto`")
-                    })?,
-                };
-                gateway_shard::ShardRange::bucket(bucket, self.buckets, total)
-                    .map_err(|problem| invalid("DISCO_BUCKET", "bucket", problem))?
-            }
-            (None, None) => gateway_shard::ShardRange::new(0, total, total)
-                .map_err(|problem| invalid("DISCO_SHARD_TOTAL", "shard-total", problem))?,
-        };
-        Ok(shards)
     }
 }
 
@@ -420,7 +101,7 @@ pub struct DemoArgs {
     /// The voice server's TLS identity, made by the demo before it runs itself again with
     /// SSL_CERT_FILE naming its CA (see `demo::trust_voice_ca`).
     #[arg(long, env = "DISCO_DEMO_VOICE_TLS", hide = true)]
-    pub voice_tls: Option<PathBuf>,
+    pub voice_tls: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -451,7 +132,7 @@ pub struct SimArgs {
     /// Where the voice server's TLS identity is written (`ca.pem` is what a voice node's
     /// SSL_CERT_FILE must name); a directory under the system's temporary one by default.
     #[arg(long, env = "DISCO_SIM_VOICE_TLS_DIR")]
-    pub voice_tls_dir: Option<PathBuf>,
+    pub voice_tls_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -562,12 +243,18 @@ pub enum SettingsError {
     Missing(#[from] Missing),
 }
 
-/// A count or a duration that must not be zero.
-fn at_least_one(value: u64, env: &'static str, flag: &'static str) -> Result<(), Invalid> {
-    if value == 0 {
-        return Err(invalid(env, flag, "expected at least 1"));
+/// Where one field of a role's `Config` comes from: its environment variable and flag.
+/// Each role's settings file lists its fields, so a role's `validate()` error is reported
+/// under the setting the user wrote.
+type Source = (&'static str, &'static str, &'static str);
+
+/// The setting behind `field` in `sources`, refused with `problem`.
+fn refused(field: &str, problem: String, sources: &[Source]) -> Invalid {
+    match sources.iter().find(|(name, _, _)| *name == field) {
+        Some((_, env, flag)) => invalid(env, flag, problem),
+        // Every field a role validates is listed (tests check it); this only names the field.
+        None => invalid("DISCO_*", "...", format!("{field}: {problem}")),
     }
-    Ok(())
 }
 
 fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) -> Invalid {
@@ -646,6 +333,31 @@ impl DiscordArgs {
             .map_err(|problem| {
                 invalid("DISCO_DISCORD_GATEWAY_URL", "discord-gateway-url", problem)
             })?)
+    }
+}
+
+impl DiscordArgs {
+    /// The process's one Discord REST client, which every role it runs shares (and with it
+    /// twilight's rate limiter): Discord's API at `DISCO_DISCORD_API_URL`, with the bot token
+    /// when one is given. An interactions ingress alone has none: the interaction token
+    /// authorises its calls.
+    pub fn rest(&self) -> Result<Arc<twilight_http::Client>, SettingsError> {
+        let mut builder = twilight_http::Client::builder();
+        if let Some(token) = self.token.as_deref() {
+            builder = builder.token(bot_token(token)?.expose().to_owned());
+        }
+        let url = self.api_url()?;
+        let host = url.host_str().unwrap_or_default();
+        let address = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        if url.scheme() == "http" {
+            builder = builder.proxy(address, true);
+        } else if address != "discord.com" {
+            builder = builder.proxy(address, false);
+        }
+        Ok(Arc::new(builder.build()))
     }
 }
 
@@ -816,6 +528,150 @@ mod tests {
         .rabbit("test")
         .expect("valid");
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    /// Each role's `validate()` error is reported under the setting the user wrote.
+    #[test]
+    fn role_settings_are_refused_by_their_own_name() {
+        let rows: &[(&[&str], &str, &str)] = &[
+            (
+                &["--prefix", "~ ~"],
+                "command-worker",
+                "DISCO_PREFIX (--prefix)",
+            ),
+            (
+                &["--concurrency", "0"],
+                "command-worker",
+                "DISCO_WORKER_CONCURRENCY",
+            ),
+            (
+                &["--voice-timeout-ms", "0"],
+                "command-worker",
+                "DISCO_VOICE_TIMEOUT_MS",
+            ),
+            (
+                &["--shard-total", "0"],
+                "command-worker",
+                "DISCO_SHARD_TOTAL",
+            ),
+            (
+                &["--ingress-deadline-ms", "3000"],
+                "interactions-ingress",
+                "DISCO_INGRESS_DEADLINE_MS",
+            ),
+            (
+                &["--ingress-late-answer-secs", "0"],
+                "interactions-ingress",
+                "DISCO_INGRESS_LATE_ANSWER_SECS",
+            ),
+            (
+                &["--ingress-max-body", "10"],
+                "interactions-ingress",
+                "DISCO_INGRESS_MAX_BODY",
+            ),
+            (
+                &["--ingress-timestamp-window-secs", "0"],
+                "interactions-ingress",
+                "DISCO_INGRESS_TIMESTAMP_WINDOW_SECS",
+            ),
+            (
+                &["--voice-idle-timeout-secs", "0"],
+                "voice-node",
+                "DISCO_VOICE_IDLE_TIMEOUT_SECS",
+            ),
+            (
+                &["--voice-join-timeout-ms", "0"],
+                "voice-node",
+                "DISCO_VOICE_JOIN_TIMEOUT_MS",
+            ),
+            (
+                &["--tts-voice=-x"],
+                "voice-node",
+                "DISCO_TTS_VOICE (--tts-voice)",
+            ),
+            (
+                &["--shards", "1..3"],
+                "voice-node",
+                "DISCO_SHARDS (--shards)",
+            ),
+            (
+                &["--publish-buffer", "0"],
+                "gateway-shard",
+                "DISCO_PUBLISH_BUFFER",
+            ),
+            (
+                &["--events", ","],
+                "gateway-shard",
+                "DISCO_EVENTS (--events)",
+            ),
+        ];
+        for (flags, role, want) in rows {
+            let mut all = vec![
+                "disco",
+                "--token",
+                TOKEN,
+                "--application-id",
+                "1",
+                "--public-key",
+                KEY,
+            ];
+            all.extend_from_slice(flags);
+            let cli = Cli::from_flags(all).expect("flags parse");
+            let error = match *role {
+                "command-worker" => cli
+                    .worker
+                    .config(&cli.discord, cli.gateway.shard_total)
+                    .err(),
+                "interactions-ingress" => cli
+                    .ingress
+                    .config(&cli.discord, cli.gateway.shard_total)
+                    .err(),
+                "voice-node" => cli.voice.config(&cli.discord, &cli.gateway, None).err(),
+                _ => cli.gateway.config(&cli.discord, None).err(),
+            }
+            .unwrap_or_else(|| panic!("{flags:?} should be refused"))
+            .to_string();
+            assert!(
+                error.starts_with(&format!("invalid {want}")),
+                "{flags:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_roles_own() {
+        let cli = Cli::from_flags([
+            "disco",
+            "--token",
+            TOKEN,
+            "--application-id",
+            "1",
+            "--public-key",
+            KEY,
+        ])
+        .expect("flags parse");
+        let worker = cli.worker.config(&cli.discord, 1).expect("valid");
+        assert_eq!(
+            worker.concurrency,
+            command_worker::Config::DEFAULT_CONCURRENCY
+        );
+        let ingress = cli.ingress.config(&cli.discord, 1).expect("valid");
+        assert_eq!(
+            ingress.late_answer,
+            interactions_ingress::Config::DEFAULT_LATE_ANSWER
+        );
+        assert_eq!(ingress.listen, interactions_ingress::Config::DEFAULT_LISTEN);
+        let voice = cli
+            .voice
+            .config(&cli.discord, &cli.gateway, None)
+            .expect("valid");
+        assert_eq!(voice.join_timeout, voice_node::Config::DEFAULT_JOIN_TIMEOUT);
+        let gateway = cli.gateway.config(&cli.discord, None).expect("valid");
+        assert_eq!(
+            gateway.publish_buffer,
+            gateway_shard::Config::DEFAULT_PUBLISH_BUFFER
+        );
+        assert_eq!(gateway.intents, gateway_shard::default_intents());
     }
 
     #[test]
