@@ -9,11 +9,12 @@ use std::time::Instant;
 use bus::{Delivery, Message};
 use disco_proto::Versioned;
 use disco_proto::v1::{GatewayEvent, InteractionReply};
-use serde_json::Value;
+use twilight_model::id::Id;
 
 use crate::commands::{self, Commands, Invocation, Outcome};
 use crate::discord::{CallError, Discord};
 use crate::metrics::{CommandLabel, DurationLabel, Metrics, ReasonLabel};
+use crate::payload;
 use crate::reply::{self, Reply};
 use crate::voice::VoiceClient;
 
@@ -105,19 +106,19 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Handling {
     // The shard's heartbeat latency; an interaction from the HTTP ingress has none, and gets
     // its time through the platform instead.
     let latency_ms = event.heartbeat_latency_ms.map_or(age, u64::from);
-    let payload: Value = match serde_json::from_slice(&event.payload) {
-        Ok(payload) => payload,
-        Err(error) => {
-            return Err(Unhandled::Unparseable(format!(
-                "{} payload is not JSON: {error}",
-                event.event_name
-            )));
-        }
+    let unreadable = |error: serde_json::Error| {
+        Unhandled::Unparseable(format!("{} payload: {error}", event.event_name))
     };
     let started = Instant::now();
     let outcome = match event.event_name.as_str() {
-        "MESSAGE_CREATE" => message(ctx, &payload, latency_ms).await,
-        "INTERACTION_CREATE" => interaction(ctx, &payload, latency_ms, delivery).await,
+        "MESSAGE_CREATE" => {
+            let message = serde_json::from_slice(&event.payload).map_err(unreadable)?;
+            self::message(ctx, message, latency_ms).await
+        }
+        "INTERACTION_CREATE" => {
+            let interaction = serde_json::from_slice(&event.payload).map_err(unreadable)?;
+            self::interaction(ctx, interaction, latency_ms, delivery).await
+        }
         other => {
             return Err(Unhandled::Unexpected(other.to_owned()));
         }
@@ -190,32 +191,13 @@ struct Place {
     user_id: u64,
 }
 
-fn id(value: &Value) -> Option<u64> {
-    value.as_str()?.parse().ok()
-}
-
 type Handled = (Handling, Option<(String, Outcome)>);
 
-async fn message(ctx: &Context, payload: &Value, latency_ms: u64) -> Handled {
-    let (Some(message_id), Some(channel_id), Some(user_id)) = (
-        id(&payload["id"]),
-        id(&payload["channel_id"]),
-        id(&payload["author"]["id"]),
-    ) else {
-        return (
-            Err(Unhandled::Unparseable(
-                "MESSAGE_CREATE without id, channel_id or author".to_owned(),
-            )),
-            None,
-        );
-    };
-    if payload["author"]["bot"].as_bool() == Some(true) {
+async fn message(ctx: &Context, message: payload::Message, latency_ms: u64) -> Handled {
+    if message.author.bot {
         return (Ok(()), None);
     }
-    let Some(text) = payload["content"]
-        .as_str()
-        .and_then(|c| c.strip_prefix(ctx.prefix.as_str()))
-    else {
+    let Some(text) = message.content.strip_prefix(ctx.prefix.as_str()) else {
         return (Ok(()), None);
     };
     let text = text.trim_start();
@@ -223,10 +205,11 @@ async fn message(ctx: &Context, payload: &Value, latency_ms: u64) -> Handled {
     if name.is_empty() {
         return (Ok(()), None);
     }
+    let (message_id, channel_id) = (message.id.get(), message.channel_id.get());
     let place = Place {
-        guild_id: id(&payload["guild_id"]),
+        guild_id: message.guild_id.map(Id::get),
         channel_id,
-        user_id,
+        user_id: message.author.id.get(),
     };
     let rest = rest.to_owned();
     let parse: commands::Parsed = Box::new(move |definition| definition.parse_prefix(&rest));
@@ -251,19 +234,18 @@ async fn message(ctx: &Context, payload: &Value, latency_ms: u64) -> Handled {
 
 async fn interaction(
     ctx: &Context,
-    payload: &Value,
+    interaction: payload::Interaction,
     latency_ms: u64,
     delivery: &Delivery,
 ) -> Handled {
-    // Type 2: an application command. Components, autocomplete and modals are not used.
-    if payload["type"].as_u64() != Some(2) {
+    // An application command. Components, autocomplete and modals are not used.
+    if interaction.kind != payload::APPLICATION_COMMAND {
         return (Ok(()), None);
     }
-    let (Some(interaction_id), Some(token), Some(channel_id)) = (
-        id(&payload["id"]),
-        payload["token"].as_str(),
-        id(&payload["channel_id"]),
-    ) else {
+    let user_id = interaction.user_id().map_or(0, Id::get);
+    let (Some(interaction_id), Some(token), Some(channel_id)) =
+        (interaction.id, interaction.token, interaction.channel_id)
+    else {
         return (
             Err(Unhandled::Unparseable(
                 "INTERACTION_CREATE without id, token or channel_id".to_owned(),
@@ -271,22 +253,13 @@ async fn interaction(
             None,
         );
     };
-    let user_id = id(&payload["member"]["user"]["id"])
-        .or_else(|| id(&payload["user"]["id"]))
-        .unwrap_or(0);
+    let (interaction_id, token) = (interaction_id.get(), token.as_str());
     let place = Place {
-        guild_id: id(&payload["guild_id"]),
-        channel_id,
+        guild_id: interaction.guild_id.map(Id::get),
+        channel_id: channel_id.get(),
         user_id,
     };
-    let name = payload["data"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let options = payload["data"]["options"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let payload::CommandData { name, options } = interaction.data.unwrap_or_default();
     let parse: commands::Parsed = Box::new(move |definition| definition.parse_slash(&options));
     let slow = ctx
         .commands

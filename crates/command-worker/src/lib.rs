@@ -6,6 +6,7 @@
 //! - [`commands`]: the commands, each defined once for both its slash and prefix forms.
 //! - `handle`: one event from delivery to reply to ack.
 //! - [`reply`]: what a command answers, as JSON for each way of answering.
+//! - `payload`: the parts of Discord's dispatches the worker reads, as typed views.
 //! - `discord`: REST calls with Disco's retry rules.
 //! - [`voice`]: asking the voice node that owns a guild.
 //! - [`sync`]: `disco commands sync`.
@@ -15,6 +16,7 @@ pub mod commands;
 mod discord;
 mod handle;
 mod metrics;
+mod payload;
 pub mod reply;
 mod sync;
 pub mod voice;

@@ -15,17 +15,52 @@ use axum::routing::post;
 use bus::{Bus, Destination, Message, PendingReply};
 use disco_proto::v1::{GatewayEvent, InteractionReply};
 use disco_proto::{Versioned, route};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 use twilight_http::request::Request as DiscordRequest;
 use twilight_http::response::marker::EmptyBody;
 use twilight_http::routing::Route;
+use twilight_model::id::Id;
+use twilight_model::id::marker::{GuildMarker, InteractionMarker};
 
 use crate::Config;
 use crate::metrics::{Metrics, OutcomeLabel};
 
 /// A request whose body has not arrived after this long is dropped.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An interaction as far as the ingress reads it; serde passes over everything else.
+#[derive(Deserialize)]
+struct Interaction {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(rename = "id")]
+    _id: Id<InteractionMarker>,
+    token: String,
+    #[serde(default)]
+    guild_id: Option<Id<GuildMarker>>,
+}
+
+/// Discord's PING interaction type.
+const PING: u8 = 1;
+
+/// The worker's initial response, as far as an edit of a deferred one reads it.
+#[derive(Deserialize)]
+struct WorkerAnswer {
+    #[serde(default)]
+    data: ResponseData,
+}
+
+#[derive(Default, Deserialize)]
+struct ResponseData {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    embeds: Option<Value>,
+    #[serde(default)]
+    allowed_mentions: Option<Value>,
+}
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -127,28 +162,17 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
         state.count("unauthorized");
         return refuse(StatusCode::UNAUTHORIZED, "invalid request signature");
     }
-    let Ok(interaction) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(interaction) = serde_json::from_slice::<Interaction>(&body) else {
         state.count("bad_request");
         return refuse(StatusCode::BAD_REQUEST, "not an interaction");
     };
-    let (Some(kind), Some(_id), Some(token)) = (
-        interaction["type"].as_u64(),
-        interaction["id"].as_str(),
-        interaction["token"].as_str(),
-    ) else {
-        state.count("bad_request");
-        return refuse(StatusCode::BAD_REQUEST, "not an interaction");
-    };
-    if kind == 1 {
+    if interaction.kind == PING {
         state.count("pong");
         return json_response(r#"{"type":1}"#);
     }
-    let token = token.to_owned();
-    let guild_id = interaction["guild_id"]
-        .as_str()
-        .and_then(|g| g.parse::<u64>().ok());
+    let guild_id = interaction.guild_id.map(Id::get);
     match forward(state, body, guild_id).await {
-        Ok(pending) => answer(state, pending, token).await,
+        Ok(pending) => answer(state, pending, interaction.token).await,
         Err(error) => {
             tracing::warn!(
                 error = &error as &dyn std::error::Error,
@@ -289,13 +313,13 @@ async fn edit_late(state: &State, pending: PendingReply, token: &str, started: I
         outcome("failed");
         return;
     };
-    let data = serde_json::from_slice::<Value>(&reply.response)
-        .map(|r| r["data"].clone())
-        .unwrap_or(Value::Null);
+    let data = serde_json::from_slice::<WorkerAnswer>(&reply.response)
+        .map(|r| r.data)
+        .unwrap_or_default();
     let edit = json!({
-        "content": data["content"],
-        "embeds": data.get("embeds").cloned().unwrap_or(json!([])),
-        "allowed_mentions": data.get("allowed_mentions").cloned().unwrap_or(json!({"parse": []})),
+        "content": data.content,
+        "embeds": data.embeds.unwrap_or_else(|| json!([])),
+        "allowed_mentions": data.allowed_mentions.unwrap_or_else(|| json!({"parse": []})),
     });
     let route = Route::UpdateInteractionOriginal {
         application_id: state.config.application_id,
