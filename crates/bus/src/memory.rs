@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::message::{Replies, Settler as AnySettler};
+use crate::message::{Replies, Settle, Settling};
 use crate::{
     Delivery, Destination, Error, Exchange, Limits, Message, PendingReply, QueueKind, Subscription,
 };
@@ -321,7 +321,7 @@ fn take(
             stored.routing_key.clone(),
             queue.name.clone(),
             stored.delivery_count,
-            AnySettler::Memory(Settler {
+            Box::new(Settler {
                 broker: Arc::clone(broker),
                 queue: Arc::clone(queue),
                 in_flight: Arc::clone(in_flight),
@@ -361,23 +361,32 @@ impl Settler {
         self.queue.changed.notify_waiters();
     }
 
-    pub(crate) fn ack(self) {
-        self.release();
-    }
-
-    pub(crate) fn requeue(mut self) {
+    fn back_to_the_queue(mut self) {
         self.stored.delivery_count += 1;
         self.queue.push_front(self.stored.clone());
         self.release();
     }
+}
 
-    pub(crate) fn dead_letter(self, dead: Message) {
-        self.broker.dead_letter(dead, &self.queue.name);
+impl Settle for Settler {
+    fn ack(self: Box<Self>) -> Settling<'static> {
         self.release();
+        Box::pin(async { Ok(()) })
     }
 
-    pub(crate) fn reply(&self, reply_to: &str, answer: Message) -> Result<(), Error> {
-        if reply_to == REPLY_ADDRESS {
+    fn requeue(self: Box<Self>) -> Settling<'static> {
+        self.back_to_the_queue();
+        Box::pin(async { Ok(()) })
+    }
+
+    fn dead_letter(self: Box<Self>, dead: Message, _origin_queue: String) -> Settling<'static> {
+        self.broker.dead_letter(dead, &self.queue.name);
+        self.release();
+        Box::pin(async { Ok(()) })
+    }
+
+    fn reply<'a>(&'a self, reply_to: &'a str, answer: Message) -> Settling<'a> {
+        let sent = if reply_to == REPLY_ADDRESS {
             // An answer nobody waits for any more (the requester gave up) is dropped, as
             // RabbitMQ drops a reply to a requester that went away.
             self.broker.replies.resolve(answer);
@@ -385,6 +394,11 @@ impl Settler {
         } else {
             self.broker
                 .publish(&Destination::Queue(reply_to.to_owned()), answer)
-        }
+        };
+        Box::pin(async move { sent })
+    }
+
+    fn abandon(self: Box<Self>) {
+        self.back_to_the_queue();
     }
 }

@@ -10,7 +10,6 @@ use tokio::sync::oneshot;
 
 use crate::{
     DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, DEAD_ROUTING_KEY_HEADER, Error, Failure, error::chain,
-    memory, rabbit,
 };
 
 /// A message on the bus: a body (a `disco-proto` message) and a little metadata.
@@ -66,13 +65,25 @@ pub struct Delivery {
     pub queue: String,
     /// How many times it was delivered before without being settled.
     pub delivery_count: u32,
-    settler: Option<Settler>,
+    settler: Option<Box<dyn Settle>>,
 }
 
-#[derive(Debug)]
-pub(crate) enum Settler {
-    Memory(memory::Settler),
-    Rabbit(rabbit::Settler),
+/// A future a backend settles with.
+pub(crate) type Settling<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// How one delivery is settled: each backend (in-memory, RabbitMQ) implements it for its own
+/// deliveries, so a delivery does not know which backend it came from.
+pub(crate) trait Settle: Send + Sync + std::fmt::Debug {
+    /// The work is done.
+    fn ack(self: Box<Self>) -> Settling<'static>;
+    /// Back to the queue.
+    fn requeue(self: Box<Self>) -> Settling<'static>;
+    /// To the dead letters, as `dead`, routed by the queue it came from.
+    fn dead_letter(self: Box<Self>, dead: Message, origin_queue: String) -> Settling<'static>;
+    /// `answer` to a request, at `reply_to`.
+    fn reply<'a>(&'a self, reply_to: &'a str, answer: Message) -> Settling<'a>;
+    /// Dropped unsettled: back to the queue, as well as can be done without waiting.
+    fn abandon(self: Box<Self>);
 }
 
 impl Delivery {
@@ -81,7 +92,7 @@ impl Delivery {
         routing_key: String,
         queue: String,
         delivery_count: u32,
-        settler: Settler,
+        settler: Box<dyn Settle>,
     ) -> Self {
         Self {
             message,
@@ -100,11 +111,7 @@ impl Delivery {
     /// The work is done: the message leaves the queue.
     pub async fn ack(mut self) -> Result<(), Error> {
         match self.settler.take() {
-            Some(Settler::Memory(settler)) => {
-                settler.ack();
-                Ok(())
-            }
-            Some(Settler::Rabbit(settler)) => settler.ack().await,
+            Some(settler) => settler.ack().await,
             None => Ok(()),
         }
     }
@@ -112,11 +119,7 @@ impl Delivery {
     /// The work could not be done now: the message goes back to the queue for another try.
     pub async fn requeue(mut self) -> Result<(), Error> {
         match self.settler.take() {
-            Some(Settler::Memory(settler)) => {
-                settler.requeue();
-                Ok(())
-            }
-            Some(Settler::Rabbit(settler)) => settler.requeue().await,
+            Some(settler) => settler.requeue().await,
             None => Ok(()),
         }
     }
@@ -126,11 +129,7 @@ impl Delivery {
     pub async fn dead_letter(mut self, reason: &str) -> Result<(), Error> {
         let dead = dead_message(&self.message, reason, &self.queue, &self.routing_key);
         match self.settler.take() {
-            Some(Settler::Memory(settler)) => {
-                settler.dead_letter(dead);
-                Ok(())
-            }
-            Some(Settler::Rabbit(settler)) => settler.dead_letter(dead, &self.queue).await,
+            Some(settler) => settler.dead_letter(dead, self.queue.clone()).await,
             None => Ok(()),
         }
     }
@@ -153,8 +152,7 @@ impl Delivery {
             .correlation_id
             .clone_from(&self.message.correlation_id);
         match &self.settler {
-            Some(Settler::Memory(settler)) => settler.reply(&reply_to, answer),
-            Some(Settler::Rabbit(settler)) => settler.reply(&reply_to, answer).await,
+            Some(settler) => settler.reply(&reply_to, answer).await,
             None => Err(Error::Closed),
         }
     }
@@ -177,10 +175,8 @@ pub(crate) fn dead_message(
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        match self.settler.take() {
-            Some(Settler::Memory(settler)) => settler.requeue(),
-            Some(Settler::Rabbit(settler)) => settler.abandon(),
-            None => {}
+        if let Some(settler) = self.settler.take() {
+            settler.abandon();
         }
     }
 }

@@ -1,0 +1,290 @@
+//! Consuming: a consumer per subscription on its own channel (its prefetch is per channel),
+//! re-subscribing after a reconnect; deliveries settled through their channel.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use tracing::{debug, info, warn};
+
+use super::codec::{delivery_count, message_of};
+use super::{Backoff, Broker, IfUnroutable, Via, declare_shared};
+use crate::message::{Settle, Settling};
+use crate::{Delivery, Error, Exchange, Message, QueueKind, Subscription};
+use disco_proto::route::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+
+impl Broker {
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        subscription: Subscription,
+    ) -> Result<Consumer, Error> {
+        let live = self.start_consuming(&subscription).await?;
+        Ok(Consumer {
+            broker: Arc::clone(self),
+            subscription,
+            live: Some(live),
+        })
+    }
+
+    async fn start_consuming(&self, subscription: &Subscription) -> Result<Live, Error> {
+        let channel = self.open_channel().await?;
+        channel
+            .basic_qos(subscription.prefetch.max(1), BasicQosOptions::default())
+            .await?;
+        let queue = match &subscription.queue {
+            QueueKind::Shared(name) => {
+                declare_shared(&channel, name).await?;
+                name.clone()
+            }
+            QueueKind::Private => channel
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?
+                .name()
+                .to_string(),
+        };
+        for binding in &subscription.bindings {
+            let exchange = match binding.exchange {
+                Exchange::Events => EVENTS_EXCHANGE,
+                Exchange::DeadLetters => DEAD_LETTER_EXCHANGE,
+            };
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.into(),
+                    binding.pattern.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let stream = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Live {
+            channel,
+            stream,
+            queue,
+        })
+    }
+
+    /// The next message of a shared queue, if it has one now (AMQP `basic.get`).
+    pub(crate) async fn get(self: &Arc<Self>, name: &str) -> Result<Option<Delivery>, Error> {
+        let channel = self.open_channel().await?;
+        declare_shared(&channel, name).await?;
+        let Some(got) = channel
+            .basic_get(name.into(), lapin::options::BasicGetOptions::default())
+            .await?
+        else {
+            channel.close(200, "empty".into()).await?;
+            return Ok(None);
+        };
+        let delivery = got.delivery;
+        let count = delivery_count(&delivery.properties, delivery.redelivered);
+        let settler = Settler {
+            acker: delivery.acker.clone(),
+            _channel: channel,
+            broker: Arc::clone(self),
+        };
+        Ok(Some(Delivery::new(
+            message_of(&delivery.properties, delivery.data),
+            delivery.routing_key.to_string(),
+            name.to_owned(),
+            count,
+            Box::new(settler),
+        )))
+    }
+}
+
+struct Live {
+    channel: Channel,
+    stream: lapin::Consumer,
+    queue: String,
+}
+
+pub(crate) struct Consumer {
+    broker: Arc<Broker>,
+    subscription: Subscription,
+    live: Option<Live>,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("rabbit::Consumer")
+            .field("subscription", &self.subscription)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) async fn next(&mut self) -> Option<Delivery> {
+        let mut backoff = Backoff::new();
+        loop {
+            if self.broker.closed.is_cancelled() {
+                return None;
+            }
+            let live = match &mut self.live {
+                Some(live) => live,
+                None => match self.broker.start_consuming(&self.subscription).await {
+                    Ok(live) => {
+                        info!(queue = %live.queue, "consuming again after a broker outage");
+                        self.live.insert(live)
+                    }
+                    Err(Error::Closed) => return None,
+                    Err(error) => {
+                        let delay = backoff.next();
+                        warn!(
+                            error = &error as &dyn std::error::Error,
+                            ?delay,
+                            "could not resume consuming, retrying"
+                        );
+                        self.broker.pause(delay).await.ok()?;
+                        continue;
+                    }
+                },
+            };
+            let item = tokio::select! {
+                item = live.stream.next() => item,
+                () = self.broker.closed.cancelled() => return None,
+            };
+            let delivery = match item {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => {
+                    warn!(error = &error as &dyn std::error::Error, queue = %live.queue, "consumer lost its channel, resubscribing");
+                    self.live = None;
+                    continue;
+                }
+                None => {
+                    warn!(queue = %live.queue, "the broker cancelled the consumer, resubscribing");
+                    self.live = None;
+                    continue;
+                }
+            };
+            let count = delivery_count(&delivery.properties, delivery.redelivered);
+            let settler = Settler {
+                acker: delivery.acker.clone(),
+                _channel: live.channel.clone(),
+                broker: Arc::clone(&self.broker),
+            };
+            let delivery = Delivery::new(
+                message_of(&delivery.properties, delivery.data),
+                delivery.routing_key.to_string(),
+                live.queue.clone(),
+                count,
+                Box::new(settler),
+            );
+            let limit = self.broker.config.limits.max_deliveries;
+            if count >= limit {
+                let reason = format!("delivered {count} times without being settled");
+                warn!(queue = %delivery.queue, %reason, "dead-lettering a message");
+                if let Err(error) = delivery.dead_letter(&reason).await {
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        "could not dead-letter a message; it stays queued"
+                    );
+                }
+                continue;
+            }
+            return Some(delivery);
+        }
+    }
+}
+
+/// Settles one RabbitMQ delivery. Holds its channel open until then: the delivery tag only
+/// means something on the channel it came from.
+pub(crate) struct Settler {
+    acker: lapin::Acker,
+    _channel: Channel,
+    broker: Arc<Broker>,
+}
+
+impl fmt::Debug for Settler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("rabbit::Settler").finish_non_exhaustive()
+    }
+}
+
+impl Settler {
+    async fn ack(self) -> Result<(), Error> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn requeue(self) -> Result<(), Error> {
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Routes the dead letter by the name of the queue it came from.
+    async fn dead_letter(self, dead: Message, origin_queue: String) -> Result<(), Error> {
+        self.broker
+            .send(
+                Via::Publisher,
+                DEAD_LETTER_EXCHANGE,
+                &origin_queue,
+                &dead,
+                IfUnroutable::Refuse,
+            )
+            .await?;
+        self.ack().await
+    }
+}
+
+impl Settle for Settler {
+    fn ack(self: Box<Self>) -> Settling<'static> {
+        Box::pin((*self).ack())
+    }
+
+    fn requeue(self: Box<Self>) -> Settling<'static> {
+        Box::pin((*self).requeue())
+    }
+
+    fn dead_letter(self: Box<Self>, dead: Message, origin_queue: String) -> Settling<'static> {
+        Box::pin((*self).dead_letter(dead, origin_queue))
+    }
+
+    fn reply<'a>(&'a self, reply_to: &'a str, answer: Message) -> Settling<'a> {
+        Box::pin(async move {
+            self.broker
+                .send(Via::Publisher, "", reply_to, &answer, IfUnroutable::Drop)
+                .await
+        })
+    }
+
+    /// Gives the message back now rather than when the channel closes.
+    fn abandon(self: Box<Self>) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = (*self).requeue().await {
+                    debug!(
+                        error = &error as &dyn std::error::Error,
+                        "could not requeue an abandoned delivery"
+                    );
+                }
+            });
+        }
+    }
+}

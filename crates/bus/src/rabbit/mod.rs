@@ -1,0 +1,378 @@
+//! RabbitMQ through lapin.
+//!
+//! One connection per process, re-established with backoff whenever it drops. Publishes go
+//! through one confirm channel and wait for the broker's confirm; requests go through a second
+//! confirm channel that also consumes RabbitMQ's direct reply-to pseudo-queue, so a process has
+//! one reply consumer however many requests it has in flight. Each consumer has its own channel
+//! (its prefetch is per channel) and re-subscribes after a reconnect. Shared queues are quorum
+//! queues: durable, and they count deliveries (`x-delivery-count`), which the delivery limit
+//! needs.
+//!
+//! # Map
+//! - here: the connection and its channels, reconnects, the topology (exchanges, shared
+//!   queues).
+//! - `publish`: confirmed publishes and requests; `consume`: consumers and settling
+//!   deliveries; `lock`: locks across processes; `codec`: messages to and from AMQP.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+mod codec;
+mod consume;
+mod lock;
+mod publish;
+
+pub(crate) use consume::Consumer;
+
+use crate::message::Replies;
+use crate::{Error, Limits};
+use codec::message_of;
+use disco_proto::Secret;
+use disco_proto::route::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+
+/// RabbitMQ's direct reply-to pseudo-queue.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach RabbitMQ.
+#[derive(Clone, Debug)]
+pub struct RabbitConfig {
+    url: Secret,
+    /// Shown in RabbitMQ's connection list, so ops can tell processes apart.
+    pub connection_name: String,
+    /// Limits shared with the in-memory broker.
+    pub limits: Limits,
+}
+
+impl RabbitConfig {
+    /// Checks the URL (`amqp://user:password@host:port/vhost`); the error never repeats it, as
+    /// it holds a password.
+    pub fn new(url: Secret, connection_name: impl Into<String>) -> Result<Self, Error> {
+        let valid = url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://");
+        if !valid || url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
+            return Err(Error::InvalidUrl(
+                "expected amqp://user:password@host:port/vhost".to_owned(),
+            ));
+        }
+        Ok(Self {
+            url,
+            connection_name: connection_name.into(),
+            limits: Limits::default(),
+        })
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        delay
+    }
+}
+
+pub(crate) struct Broker {
+    config: RabbitConfig,
+    /// The current connection, if any; replaced when it drops.
+    connection: Mutex<Option<Arc<Connection>>>,
+    /// Held while reconnecting, so one task reconnects and the others wait for it.
+    reconnecting: tokio::sync::Mutex<()>,
+    publisher: tokio::sync::Mutex<Option<Channel>>,
+    requester: tokio::sync::Mutex<Option<Channel>>,
+    replies: Arc<Replies>,
+    closed: CancellationToken,
+}
+
+#[derive(Clone, Copy)]
+enum Via {
+    Publisher,
+    Requester,
+}
+
+/// What to do when the broker finds no queue for a message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IfUnroutable {
+    /// Fail with [`Error::Unroutable`].
+    Refuse,
+    /// The routing key is a queue name: declare the queue and publish again.
+    DeclareQueue,
+    /// Drop it. Only for replies, which RabbitMQ drops anyway when their requester is gone.
+    /// (Seen with RabbitMQ 3.10: a mandatory reply to a requester that was still waiting came
+    /// back unroutable, so replies cannot be mandatory.)
+    Drop,
+}
+
+impl Broker {
+    pub(crate) async fn connect(config: RabbitConfig) -> Result<Arc<Self>, Error> {
+        let broker = Arc::new(Self {
+            config,
+            connection: Mutex::new(None),
+            reconnecting: tokio::sync::Mutex::new(()),
+            publisher: tokio::sync::Mutex::new(None),
+            requester: tokio::sync::Mutex::new(None),
+            replies: Replies::new(),
+            closed: CancellationToken::new(),
+        });
+        let connection = broker.connect_once().await?;
+        *broker.slot() = Some(Arc::new(connection));
+        tokio::spawn(Self::keep_connected(Arc::downgrade(&broker)));
+        Ok(broker)
+    }
+
+    /// Reconnects as soon as the connection drops, not only when a publish or a consumer next
+    /// needs it, so readiness comes back by itself after an outage.
+    async fn keep_connected(broker: std::sync::Weak<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            if broker.closed.is_cancelled() {
+                return;
+            }
+            if broker.healthy().is_none() {
+                // Errors are logged inside; Closed ends the loop on the next turn.
+                let _ = broker.connection().await;
+            }
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn healthy(&self) -> Option<Arc<Connection>> {
+        self.slot()
+            .as_ref()
+            .filter(|connection| connection.status().connected())
+            .cloned()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        !self.closed.is_cancelled() && self.healthy().is_some()
+    }
+
+    /// Connects and declares the topology every process relies on.
+    async fn connect_once(&self) -> Result<Connection, Error> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.config.connection_name.clone().into());
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(self.config.url.expose(), properties),
+        )
+        .await
+        .map_err(|_| {
+            Error::Broker(lapin::Error::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        })??;
+        let channel = connection.create_channel().await?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                EVENTS_EXCHANGE.into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                DEAD_LETTER_EXCHANGE.into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        declare_shared(&channel, DEAD_LETTER_EXCHANGE).await?;
+        channel
+            .queue_bind(
+                DEAD_LETTER_EXCHANGE.into(),
+                DEAD_LETTER_EXCHANGE.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel.close(200, "topology declared".into()).await?;
+        info!(name = %self.config.connection_name, "connected to rabbitmq");
+        Ok(connection)
+    }
+
+    /// A live connection, reconnecting (with backoff, for as long as it takes) if needed.
+    async fn connection(&self) -> Result<Arc<Connection>, Error> {
+        if let Some(connection) = self.healthy() {
+            return Ok(connection);
+        }
+        let _reconnecting = self.reconnecting.lock().await;
+        let mut backoff = Backoff::new();
+        loop {
+            if self.closed.is_cancelled() {
+                return Err(Error::Closed);
+            }
+            if let Some(connection) = self.healthy() {
+                return Ok(connection);
+            }
+            match self.connect_once().await {
+                Ok(connection) => {
+                    let connection = Arc::new(connection);
+                    *self.slot() = Some(Arc::clone(&connection));
+                    return Ok(connection);
+                }
+                Err(error) => {
+                    let delay = backoff.next();
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        ?delay,
+                        "rabbitmq unreachable, retrying"
+                    );
+                    self.pause(delay).await?;
+                }
+            }
+        }
+    }
+
+    /// Sleeps, unless the bus closes first.
+    async fn pause(&self, delay: Duration) -> Result<(), Error> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = self.closed.cancelled() => Err(Error::Closed),
+        }
+    }
+
+    async fn open_channel(&self) -> Result<Channel, Error> {
+        let mut backoff = Backoff::new();
+        loop {
+            let connection = self.connection().await?;
+            match connection.create_channel().await {
+                Ok(channel) => return Ok(channel),
+                Err(error) => {
+                    let delay = backoff.next();
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        ?delay,
+                        "could not open a channel, retrying"
+                    );
+                    self.pause(delay).await?;
+                }
+            }
+        }
+    }
+
+    async fn publisher(&self) -> Result<Channel, Error> {
+        let mut slot = self.publisher.lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.open_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// The channel that sends requests and receives their answers.
+    async fn requester(&self) -> Result<Channel, Error> {
+        let mut slot = self.requester.lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        if slot.take().is_some() {
+            // Answers to requests sent on the old channel can no longer arrive. (A request
+            // registered while this happens fails too, with a retryable error.)
+            self.replies.fail_all();
+        }
+        let channel = self.open_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let mut answers = channel
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let replies = Arc::clone(&self.replies);
+        tokio::spawn(async move {
+            while let Some(Ok(answer)) = answers.next().await {
+                if !replies.resolve(message_of(&answer.properties, answer.data)) {
+                    debug!("dropped a reply nobody waits for");
+                }
+            }
+        });
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Publishes and waits for the confirm, through reconnects. A queue destination that does
+    /// not exist yet is declared and the message sent again.
+    pub(crate) async fn delete_queue(&self, name: &str) -> Result<(), Error> {
+        let channel = self.open_channel().await?;
+        channel
+            .queue_delete(name.into(), QueueDeleteOptions::default())
+            .await?;
+        channel.close(200, "queue deleted".into()).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.closed.cancel();
+        self.replies.fail_all();
+        let connection = self.slot().take();
+        if let Some(connection) = connection
+            && let Err(error) = connection.close(200, "bye".into()).await
+        {
+            debug!(
+                error = &error as &dyn std::error::Error,
+                "closing the rabbitmq connection"
+            );
+        }
+    }
+}
+
+/// Declares a shared queue: durable, quorum (replicated, and it counts deliveries).
+pub(super) async fn declare_shared(channel: &Channel, name: &str) -> Result<(), Error> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Publishing: confirmed publishes to exchanges and queues, and requests answered through
+//! RabbitMQ's direct reply-to.
+
+use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
+use tracing::warn;
+
+use super::codec::properties_of;
+use super::{Backoff, Broker, DIRECT_REPLY_TO, IfUnroutable, Via, declare_shared};
+use crate::{Destination, Error, Message, PendingReply};
+use disco_proto::route::EVENTS_EXCHANGE;
+
+impl Broker {
+    pub(super) async fn send(
+        &self,
+        via: Via,
+        exchange: &str,
+        routing_key: &str,
+        message: &Message,
+        if_unroutable: IfUnroutable,
+    ) -> Result<(), Error> {
+        let mut backoff = Backoff::new();
+        let mut declared = false;
+        loop {
+            let channel = match via {
+                Via::Publisher => self.publisher().await?,
+                Via::Requester => self.requester().await?,
+            };
+            let outcome = async {
+                channel
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions {
+                            mandatory: if_unroutable != IfUnroutable::Drop,
+                            ..BasicPublishOptions::default()
+                        },
+                        &message.body,
+                        properties_of(message),
+                    )
+                    .await?
+                    .await
+            }
+            .await;
+            match outcome {
+                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
+                Ok(Confirmation::Ack(Some(_returned)))
+                    if if_unroutable == IfUnroutable::DeclareQueue && !declared =>
+                {
+                    declare_shared(&channel, routing_key).await?;
+                    declared = true;
+                }
+                Ok(Confirmation::Ack(Some(_returned))) => {
+                    return Err(Error::Unroutable(routing_key.to_owned()));
+                }
+                Ok(Confirmation::Nack(_)) => {
+                    let delay = backoff.next();
+                    warn!(routing_key, ?delay, "rabbitmq refused a message, retrying");
+                    self.pause(delay).await?;
+                }
+                Err(error) => {
+                    let delay = backoff.next();
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        routing_key,
+                        ?delay,
+                        "publish failed, retrying"
+                    );
+                    self.pause(delay).await?;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        destination: &Destination,
+        message: Message,
+    ) -> Result<(), Error> {
+        match destination {
+            Destination::Event(key) => {
+                self.send(
+                    Via::Publisher,
+                    EVENTS_EXCHANGE,
+                    key,
+                    &message,
+                    IfUnroutable::Refuse,
+                )
+                .await
+            }
+            Destination::Queue(queue) => {
+                self.send(
+                    Via::Publisher,
+                    "",
+                    queue,
+                    &message,
+                    IfUnroutable::DeclareQueue,
+                )
+                .await
+            }
+        }
+    }
+
+    pub(crate) async fn request(
+        &self,
+        destination: &Destination,
+        mut message: Message,
+    ) -> Result<PendingReply, Error> {
+        let (id, pending) = self.replies.register();
+        message.correlation_id = Some(id);
+        message.reply_to = Some(DIRECT_REPLY_TO.to_owned());
+        match destination {
+            Destination::Event(key) => {
+                self.send(
+                    Via::Requester,
+                    EVENTS_EXCHANGE,
+                    key,
+                    &message,
+                    IfUnroutable::Refuse,
+                )
+                .await?
+            }
+            Destination::Queue(queue) => {
+                self.send(
+                    Via::Requester,
+                    "",
+                    queue,
+                    &message,
+                    IfUnroutable::DeclareQueue,
+                )
+                .await?
+            }
+        }
+        Ok(pending)
+    }
+}
