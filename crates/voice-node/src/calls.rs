@@ -16,16 +16,15 @@ use songbird::events::context_data::DisconnectReason;
 use songbird::id::{ChannelId, GuildId};
 use songbird::shards::{Shard, VoiceUpdate};
 use songbird::{Call, CoreEvent, Event, EventContext, EventHandler};
-use tokio_util::sync::CancellationToken;
 
-use crate::commands::Node;
-use crate::metrics::{DisconnectLabel, Metrics, TrackLabel};
+use crate::metrics::{DisconnectLabel, Metrics};
 
 /// One guild's call.
 #[derive(Debug)]
 pub(crate) struct Guild {
     pub(crate) call: Arc<tokio::sync::Mutex<Call>>,
-    empty_since: Mutex<Option<Instant>>,
+    /// Since when the bot has been alone in the channel.
+    pub(crate) empty_since: Mutex<Option<Instant>>,
 }
 
 /// The calls of the node's guilds.
@@ -149,7 +148,7 @@ impl Calls {
         left
     }
 
-    fn all(&self) -> Vec<(u64, Arc<Guild>)> {
+    pub(crate) fn all(&self) -> Vec<(u64, Arc<Guild>)> {
         self.lock()
             .iter()
             .map(|(id, guild)| (*id, Arc::clone(guild)))
@@ -222,62 +221,5 @@ impl EventHandler for CountDisconnects {
                 .inc();
         }
         None
-    }
-}
-
-/// Every second: leave channels that have had nobody else in them for `idle`, and refresh the
-/// call and track gauges.
-pub(crate) async fn sweep(node: Arc<Node>, idle: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (mut calls, mut playing, mut queued) = (0, 0, 0);
-        for (guild_id, guild) in node.calls.all() {
-            let (channel, tracks) = {
-                let call = guild.call.lock().await;
-                (call.current_channel(), call.queue().len())
-            };
-            let Some(channel) = channel else { continue };
-            calls += 1;
-            playing += i64::from(tracks > 0);
-            queued += i64::try_from(tracks.saturating_sub(1)).unwrap_or(i64::MAX);
-            let alone = node
-                .voices
-                .others_in(guild_id, channel.0.get(), node.user_id)
-                == 0;
-            let since = {
-                let mut empty = guild
-                    .empty_since
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                match (alone, *empty) {
-                    (false, _) => *empty = None,
-                    (true, None) => *empty = Some(Instant::now()),
-                    (true, Some(_)) => {}
-                }
-                *empty
-            };
-            if since.is_some_and(|since| since.elapsed() >= idle) {
-                tracing::info!(
-                    guild_id,
-                    channel = channel.0.get(),
-                    "leaving an empty channel"
-                );
-                node.calls.leave(guild_id).await;
-                calls -= 1;
-            }
-        }
-        node.metrics.calls.set(calls);
-        let tracks = &node.metrics.tracks;
-        tracks
-            .get_or_create(&TrackLabel { state: "playing" })
-            .set(playing);
-        tracks
-            .get_or_create(&TrackLabel { state: "queued" })
-            .set(queued);
     }
 }

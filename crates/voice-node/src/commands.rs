@@ -12,10 +12,11 @@ use disco_proto::v1::voice_command::Action;
 use disco_proto::v1::voice_reply::Outcome;
 use disco_proto::v1::{VoiceCommand, VoiceReply};
 use songbird::tracks::Track;
+use tokio_util::sync::CancellationToken;
 
 use crate::calls::{Calls, Guild};
 use crate::discord::Rest;
-use crate::metrics::{CommandLabel, Metrics};
+use crate::metrics::{CommandLabel, Metrics, TrackLabel};
 use crate::source::Source;
 use crate::speech::{MAX_TEXT, Speech};
 use crate::voices::Voices;
@@ -49,6 +50,64 @@ fn reply(outcome: Outcome, detail: impl Into<String>) -> VoiceReply {
 }
 
 impl Node {
+    /// Every second: leave channels that have had nobody else in them for `idle`, and refresh the
+    /// call and track gauges.
+    pub(crate) async fn sweep(self: Arc<Self>, idle: Duration, shutdown: CancellationToken) {
+        let node = self;
+        let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (mut calls, mut playing, mut queued) = (0, 0, 0);
+            for (guild_id, guild) in node.calls.all() {
+                let (channel, tracks) = {
+                    let call = guild.call.lock().await;
+                    (call.current_channel(), call.queue().len())
+                };
+                let Some(channel) = channel else { continue };
+                calls += 1;
+                playing += i64::from(tracks > 0);
+                queued += i64::try_from(tracks.saturating_sub(1)).unwrap_or(i64::MAX);
+                let alone = node
+                    .voices
+                    .others_in(guild_id, channel.0.get(), node.user_id)
+                    == 0;
+                let since = {
+                    let mut empty = guild
+                        .empty_since
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    match (alone, *empty) {
+                        (false, _) => *empty = None,
+                        (true, None) => *empty = Some(Instant::now()),
+                        (true, Some(_)) => {}
+                    }
+                    *empty
+                };
+                if since.is_some_and(|since| since.elapsed() >= idle) {
+                    tracing::info!(
+                        guild_id,
+                        channel = channel.0.get(),
+                        "leaving an empty channel"
+                    );
+                    node.calls.leave(guild_id).await;
+                    calls -= 1;
+                }
+            }
+            node.metrics.calls.set(calls);
+            let tracks = &node.metrics.tracks;
+            tracks
+                .get_or_create(&TrackLabel { state: "playing" })
+                .set(playing);
+            tracks
+                .get_or_create(&TrackLabel { state: "queued" })
+                .set(queued);
+        }
+    }
+
     pub(crate) fn new(
         config: &crate::Config,
         rest: Arc<twilight_http::Client>,

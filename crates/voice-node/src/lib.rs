@@ -8,7 +8,8 @@
 //! - `calls`: songbird calls in driver mode; op 4 goes to the gateway through the bus.
 //! - `voices`: who is in which voice channel, from the gateway's events; `discord`: asking
 //!   Discord for a member the events never mentioned.
-//! - `commands`: a `VoiceCommand` in, a `VoiceReply` out.
+//! - `commands`: the node (its calls and who is where): a `VoiceCommand` in, a `VoiceReply`
+//!   out, and the sweep that leaves channels the bot is alone in.
 //! - `speech`, `source`: text-to-speech with espeak-ng; files and URLs to play.
 //! - `metrics`: `disco_voice_node_*`.
 
@@ -197,11 +198,8 @@ impl VoiceNode {
                 shutdown.clone(),
             ));
         }
-        let sweeper = tokio::spawn(calls::sweep(
-            Arc::clone(&node),
-            self.config.idle_timeout,
-            shutdown.clone(),
-        ));
+        let sweeper =
+            tokio::spawn(Arc::clone(&node).sweep(self.config.idle_timeout, shutdown.clone()));
         let mut failure = None;
         while let Some(done) = shards.join_next().await {
             if let Ok(Err(error)) = done {
