@@ -287,7 +287,7 @@ pub(crate) struct Sim {
     pub(crate) signing: SigningKey,
     pub(crate) urls: Urls,
     pub(crate) interactions_url: Option<String>,
-    pub(crate) voice: crate::voice::Hub,
+    pub(crate) voice: crate::voice::hub::Hub,
     state: Mutex<State>,
     next_id: AtomicU64,
     next_conn: AtomicU64,
@@ -307,7 +307,7 @@ impl Sim {
         world: World,
         urls: Urls,
         interactions_url: Option<String>,
-        voice: crate::voice::Hub,
+        voice: crate::voice::hub::Hub,
     ) -> Self {
         let signing = SigningKey::from_bytes(&world.seed());
         let mut state = State::default();

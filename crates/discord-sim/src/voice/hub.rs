@@ -1,0 +1,141 @@
+//! What the voice server knows: the grants Discord handed out with op 4, the live voice
+//! connections, and what it heard, per guild.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use aes_gcm::Aes256Gcm;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// What the voice server knows: the grants Discord handed out, the live connections, and what
+/// it heard.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    /// `host:port` of the voice gateway, as VOICE_SERVER_UPDATE names it.
+    pub(crate) endpoint: String,
+    pub(super) udp: SocketAddr,
+    pub(super) inner: Mutex<HubState>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct HubState {
+    /// guild -> the voice session and token handed out with the bot's last join.
+    pub(super) grants: HashMap<u64, Grant>,
+    /// guild -> the live voice connection, to end it when the bot leaves.
+    pub(super) links: HashMap<u64, Link>,
+    /// ssrc -> the receiving end of a connection.
+    pub(super) receivers: HashMap<u32, Receiver>,
+    pub(super) stats: BTreeMap<u64, VoiceStats>,
+    pub(super) next_ssrc: u32,
+}
+
+/// A voice gateway connection, told apart from the one that replaced it.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub(super) id: u64,
+    pub(super) stop: CancellationToken,
+}
+
+impl HubState {
+    /// `link` becomes the guild's connection; the one it replaces is ended.
+    pub(super) fn take_over(&mut self, guild_id: u64, link: Link) {
+        if let Some(old) = self.links.insert(guild_id, link) {
+            old.stop.cancel();
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Grant {
+    pub(super) channel_id: u64,
+    pub(super) session_id: String,
+    pub(super) token: String,
+}
+
+pub(super) struct Receiver {
+    pub(super) guild_id: u64,
+    pub(super) cipher: Option<Aes256Gcm>,
+    pub(super) decoder: opus2::Decoder,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("guild_id", &self.guild_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the voice server saw of one guild's calls, as `GET /_sim/voice/{guild}` shows it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct VoiceStats {
+    /// A voice connection is open now.
+    pub(crate) connected: bool,
+    /// The voice channel of the last connection.
+    pub(crate) channel_id: Option<String>,
+    /// Voice gateway connections that identified or resumed.
+    pub(crate) connections: u32,
+    /// The `v` the client asked for.
+    pub(crate) gateway_version: u32,
+    /// The DAVE version the client offered in IDENTIFY.
+    pub(crate) max_dave_protocol_version: u32,
+    /// RTP packets received, decrypted or not.
+    pub(crate) packets: u64,
+    pub(crate) decrypt_failures: u64,
+    pub(crate) decode_failures: u64,
+    /// Seconds of audio decoded (20 ms per Opus frame), silence included.
+    pub(crate) audio_seconds: f64,
+    /// Seconds of it above the silence threshold.
+    pub(crate) non_silent_seconds: f64,
+    /// Close codes the server ended connections with.
+    pub(crate) close_codes: Vec<u16>,
+}
+
+impl Hub {
+    pub(crate) fn new(endpoint: String, udp: SocketAddr) -> Self {
+        Self {
+            endpoint,
+            udp,
+            inner: Mutex::new(HubState {
+                next_ssrc: 1000,
+                ..HubState::default()
+            }),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bot joined or moved (op 4 with a channel): this session and token may connect.
+    pub(crate) fn grant(&self, guild_id: u64, channel_id: u64, session_id: &str, token: &str) {
+        self.lock().grants.insert(
+            guild_id,
+            Grant {
+                channel_id,
+                session_id: session_id.to_owned(),
+                token: token.to_owned(),
+            },
+        );
+    }
+
+    /// The bot left (op 4 without a channel) or was removed: its connection ends with 4014.
+    pub(crate) fn revoke(&self, guild_id: u64) {
+        let mut hub = self.lock();
+        hub.grants.remove(&guild_id);
+        hub.receivers.retain(|_, r| r.guild_id != guild_id);
+        if let Some(link) = hub.links.remove(&guild_id) {
+            link.stop.cancel();
+        }
+    }
+
+    pub(crate) fn stats(&self, guild_id: u64) -> VoiceStats {
+        self.lock()
+            .stats
+            .get(&guild_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
