@@ -13,8 +13,8 @@ use twilight_gateway::{
 use twilight_http::Client;
 use twilight_model::id::Id;
 
-/// Generous: one scenario waits out twilight's reconnect backoff and the 5 s identify gap, on a loaded
-/// machine (it once took just over 10 s with the whole suite running).
+/// Generous: one scenario waits out twilight's reconnect backoff and the 5 s identify gap on
+/// a loaded machine (it once took just over 10 s with the whole suite running).
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn intents() -> Intents {
