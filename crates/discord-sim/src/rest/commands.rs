@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::state::Sim;
 
 use super::admit::{Route, admit, with_headers};
-use super::{error, invalid_form, invalid_json};
+use super::{SimError, error, invalid_form, invalid_json};
 
 /// A name Discord accepts for a command or an option: 1 to 32 characters, no upper case,
 /// letters (any script), digits, `-` and `_`.
@@ -189,11 +189,8 @@ pub(super) fn list_commands(
     headers: &HeaderMap,
     app: u64,
     guild: Option<u64>,
-) -> Response {
-    let headers = match commands_admit(sim, headers, app, guild) {
-        Ok(headers) => headers,
-        Err(response) => return response,
-    };
+) -> Result<Response, SimError> {
+    let headers = commands_admit(sim, headers, app, guild)?;
     let state = sim.lock();
     let list = match guild {
         None => state.global_commands.clone(),
@@ -203,7 +200,7 @@ pub(super) fn list_commands(
             .cloned()
             .unwrap_or_default(),
     };
-    with_headers(headers, StatusCode::OK, Value::Array(list))
+    Ok(with_headers(headers, StatusCode::OK, Value::Array(list)))
 }
 
 pub(super) fn create_command(
@@ -212,16 +209,13 @@ pub(super) fn create_command(
     app: u64,
     guild: Option<u64>,
     body: &[u8],
-) -> Response {
-    let headers = match commands_admit(sim, headers, app, guild) {
-        Ok(headers) => headers,
-        Err(response) => return response,
-    };
+) -> Result<Response, SimError> {
+    let headers = commands_admit(sim, headers, app, guild)?;
     let Ok(command) = serde_json::from_slice::<Value>(body) else {
-        return invalid_json();
+        return Ok(invalid_json());
     };
     if let Err(problem) = check_command(&command) {
-        return invalid_form(&problem);
+        return Ok(invalid_form(&problem));
     }
     let mut state = sim.lock();
     let list = match guild {
@@ -245,7 +239,7 @@ pub(super) fn create_command(
             StatusCode::CREATED
         }
     };
-    with_headers(headers, status, stored)
+    Ok(with_headers(headers, status, stored))
 }
 
 pub(super) fn overwrite_commands(
@@ -254,26 +248,23 @@ pub(super) fn overwrite_commands(
     app: u64,
     guild: Option<u64>,
     body: &[u8],
-) -> Response {
-    let headers = match commands_admit(sim, headers, app, guild) {
-        Ok(headers) => headers,
-        Err(response) => return response,
-    };
+) -> Result<Response, SimError> {
+    let headers = commands_admit(sim, headers, app, guild)?;
     let Ok(Value::Array(commands)) = serde_json::from_slice::<Value>(body) else {
-        return invalid_json();
+        return Ok(invalid_json());
     };
     if commands.len() > 100 {
-        return invalid_form("at most 100 commands");
+        return Ok(invalid_form("at most 100 commands"));
     }
     for command in &commands {
         if let Err(problem) = check_command(command) {
-            return invalid_form(&problem);
+            return Ok(invalid_form(&problem));
         }
     }
     let mut names: Vec<&str> = commands.iter().filter_map(|c| c["name"].as_str()).collect();
     names.sort_unstable();
     if names.windows(2).any(|pair| pair[0] == pair[1]) {
-        return invalid_form("command names must be unique");
+        return Ok(invalid_form("command names must be unique"));
     }
     let mut state = sim.lock();
     let list = match guild {
@@ -292,14 +283,14 @@ pub(super) fn overwrite_commands(
         })
         .collect();
     list.clone_from(&stored);
-    with_headers(headers, StatusCode::OK, Value::Array(stored))
+    Ok(with_headers(headers, StatusCode::OK, Value::Array(stored)))
 }
 
 pub(super) async fn list_global_commands(
     State(sim): State<Arc<Sim>>,
     Path(app): Path<u64>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, SimError> {
     list_commands(&sim, &headers, app, None)
 }
 pub(super) async fn create_global_command(
@@ -307,7 +298,7 @@ pub(super) async fn create_global_command(
     Path(app): Path<u64>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, SimError> {
     create_command(&sim, &headers, app, None, &body)
 }
 pub(super) async fn overwrite_global_commands(
@@ -315,14 +306,14 @@ pub(super) async fn overwrite_global_commands(
     Path(app): Path<u64>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, SimError> {
     overwrite_commands(&sim, &headers, app, None, &body)
 }
 pub(super) async fn list_guild_commands(
     State(sim): State<Arc<Sim>>,
     Path((app, guild)): Path<(u64, u64)>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, SimError> {
     list_commands(&sim, &headers, app, Some(guild))
 }
 pub(super) async fn create_guild_command(
@@ -330,7 +321,7 @@ pub(super) async fn create_guild_command(
     Path((app, guild)): Path<(u64, u64)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, SimError> {
     create_command(&sim, &headers, app, Some(guild), &body)
 }
 pub(super) async fn overwrite_guild_commands(
@@ -338,7 +329,7 @@ pub(super) async fn overwrite_guild_commands(
     Path((app, guild)): Path<(u64, u64)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, SimError> {
     overwrite_commands(&sim, &headers, app, Some(guild), &body)
 }
 

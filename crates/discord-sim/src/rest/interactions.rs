@@ -16,7 +16,7 @@ use crate::state::Sim;
 use super::admit::{Route, admit};
 use super::commands::check_app;
 use super::messages::{NewMessage, check_content};
-use super::{INTERACTION_DEADLINE, TOKEN_LIFETIME, error, invalid_form, invalid_json};
+use super::{INTERACTION_DEADLINE, SimError, TOKEN_LIFETIME, error, invalid_form, invalid_json};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct CallbackQuery {
@@ -136,35 +136,32 @@ pub(super) async fn interaction_callback(
     Query(query): Query<CallbackQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, SimError> {
     let route = Route {
         fault: "callback",
         bucket: None,
         bot: false,
         headers: &headers,
     };
-    if let Err(response) = admit(&sim, &route) {
-        return response;
-    }
+    admit(&sim, &route)?;
     if sim
         .lock()
         .interactions
         .get(&id)
         .is_none_or(|i| i.token != token)
     {
-        return error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
+        return Ok(error(StatusCode::NOT_FOUND, 10062, "Unknown interaction"));
     }
     let Ok(response) = serde_json::from_slice::<Value>(&body) else {
-        return invalid_json();
+        return Ok(invalid_json());
     };
-    match initial_response(&sim, id, &response, "callback") {
-        Ok(entry) if query.with_response => {
-            axum::Json(json!({"interaction": {"id": id.to_string(), "type": 2}, "resource": entry}))
-                .into_response()
-        }
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
-    }
+    let entry = initial_response(&sim, id, &response, "callback")?;
+    Ok(if query.with_response {
+        axum::Json(json!({"interaction": {"id": id.to_string(), "type": 2}, "resource": entry}))
+            .into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    })
 }
 
 /// Finds the interaction behind a webhook token, checking the application and the token's age.
@@ -212,21 +209,18 @@ pub(super) async fn get_original(
     State(sim): State<Arc<Sim>>,
     Path((app, token)): Path<(u64, String)>,
     headers: HeaderMap,
-) -> Response {
-    let id = match webhook_admit(&sim, &headers, app, &token) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+) -> Result<Response, SimError> {
+    let id = webhook_admit(&sim, &headers, app, &token)?;
     let state = sim.lock();
-    match state
+    let original = state
         .interactions
         .get(&id)
         .and_then(|i| i.original)
-        .and_then(|m| state.messages.get(&m))
-    {
+        .and_then(|m| state.messages.get(&m));
+    Ok(match original {
         Some((_, message)) => axum::Json(message.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, 10008, "Unknown Message"),
-    }
+    })
 }
 
 pub(super) async fn edit_original(
@@ -234,20 +228,17 @@ pub(super) async fn edit_original(
     Path((app, token)): Path<(u64, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let id = match webhook_admit(&sim, &headers, app, &token) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+) -> Result<Response, SimError> {
+    let id = webhook_admit(&sim, &headers, app, &token)?;
     let Ok(edit) = serde_json::from_slice::<Value>(&body) else {
-        return invalid_json();
+        return Ok(invalid_json());
     };
     let mut state = sim.lock();
     let Some(message_id) = state.interactions.get(&id).and_then(|i| i.original) else {
-        return error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+        return Ok(error(StatusCode::NOT_FOUND, 10008, "Unknown Message"));
     };
     let Some((channel_id, message)) = state.messages.get_mut(&message_id) else {
-        return error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+        return Ok(error(StatusCode::NOT_FOUND, 10008, "Unknown Message"));
     };
     if let Some(content) = edit.get("content") {
         message["content"] = if content.is_null() {
@@ -267,7 +258,7 @@ pub(super) async fn edit_original(
         message["content"].as_str(),
         message["embeds"].as_array().map(Vec::as_slice),
     ) {
-        return error(StatusCode::BAD_REQUEST, 50006, problem);
+        return Ok(error(StatusCode::BAD_REQUEST, 50006, problem));
     }
     message["edited_timestamp"] = json!(payload::timestamp(now_ms()));
     let message = message.clone();
@@ -282,25 +273,22 @@ pub(super) async fn edit_original(
         "embeds": message["embeds"],
         "allowed_mentions": edit.get("allowed_mentions"),
     }));
-    axum::Json(message).into_response()
+    Ok(axum::Json(message).into_response())
 }
 
 pub(super) async fn delete_original(
     State(sim): State<Arc<Sim>>,
     Path((app, token)): Path<(u64, String)>,
     headers: HeaderMap,
-) -> Response {
-    let id = match webhook_admit(&sim, &headers, app, &token) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+) -> Result<Response, SimError> {
+    let id = webhook_admit(&sim, &headers, app, &token)?;
     let mut state = sim.lock();
     let Some(message_id) = state.interactions.get(&id).and_then(|i| i.original) else {
-        return error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+        return Ok(error(StatusCode::NOT_FOUND, 10008, "Unknown Message"));
     };
     state.messages.remove(&message_id);
     state.sent.push(json!({"kind": "delete", "at_ms": now_ms(), "interaction_id": id.to_string(), "message_id": message_id.to_string()}));
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(super) async fn followup(
@@ -308,31 +296,28 @@ pub(super) async fn followup(
     Path((app, token)): Path<(u64, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let id = match webhook_admit(&sim, &headers, app, &token) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+) -> Result<Response, SimError> {
+    let id = webhook_admit(&sim, &headers, app, &token)?;
     let Ok(new) = serde_json::from_slice::<NewMessage>(&body) else {
-        return invalid_json();
+        return Ok(invalid_json());
     };
     if let Err(problem) = check_content(new.content.as_deref(), new.embeds.as_deref()) {
-        return error(StatusCode::BAD_REQUEST, 50006, problem);
+        return Ok(error(StatusCode::BAD_REQUEST, 50006, problem));
     }
     let mut state = sim.lock();
     let Some(interaction) = state.interactions.get(&id) else {
-        return error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
+        return Ok(error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook"));
     };
     if interaction.responded.is_none() {
         state.violate(
             "interaction",
             format!("follow-up to interaction {id} before its initial response"),
         );
-        return error(
+        return Ok(error(
             StatusCode::BAD_REQUEST,
             40060,
             "Interaction has not been acknowledged.",
-        );
+        ));
     }
     let (channel_id, guild_id) = (interaction.channel_id, interaction.guild_id);
     let message_id = sim.snowflake();
@@ -368,5 +353,5 @@ pub(super) async fn followup(
         "embeds": message["embeds"],
         "allowed_mentions": new.allowed_mentions,
     }));
-    axum::Json(message).into_response()
+    Ok(axum::Json(message).into_response())
 }

@@ -15,7 +15,7 @@ use crate::state::Sim;
 use crate::world::ChannelKind;
 
 use super::admit::{Route, admit, with_headers};
-use super::{NONCE_MEMORY, error, invalid_form, invalid_json};
+use super::{NONCE_MEMORY, SimError, error, invalid_form, invalid_json};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct NewMessage {
@@ -69,7 +69,7 @@ pub(super) async fn create_message(
     Path(channel_id): Path<u64>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, SimError> {
     let route = Route {
         fault: "messages",
         bucket: Some((
@@ -79,40 +79,37 @@ pub(super) async fn create_message(
         bot: true,
         headers: &headers,
     };
-    let headers = match admit(&sim, &route) {
-        Ok(headers) => headers,
-        Err(response) => return response,
-    };
+    let headers = admit(&sim, &route)?;
     let Ok(new) = serde_json::from_slice::<NewMessage>(&body) else {
-        return invalid_json();
+        return Ok(invalid_json());
     };
     let world = &sim.world;
     let Some((guild, channel)) = world.channel(channel_id) else {
-        return error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+        return Ok(error(StatusCode::NOT_FOUND, 10003, "Unknown Channel"));
     };
     if channel.kind != ChannelKind::Text {
-        return error(
+        return Ok(error(
             StatusCode::BAD_REQUEST,
             50008,
             "Cannot send messages in a non-text channel",
-        );
+        ));
     }
     if let Err(problem) = check_content(new.content.as_deref(), new.embeds.as_deref()) {
-        return error(StatusCode::BAD_REQUEST, 50006, problem);
+        return Ok(error(StatusCode::BAD_REQUEST, 50006, problem));
     }
     let nonce = match &new.nonce {
         None => None,
         Some(value) => match nonce_key(value) {
             Some(key) => Some(key),
             None => {
-                return invalid_form(
+                return Ok(invalid_form(
                     "nonce: must be an integer or a string of at most 25 characters",
-                );
+                ));
             }
         },
     };
     if new.enforce_nonce && nonce.is_none() {
-        return invalid_form("enforce_nonce requires a nonce");
+        return Ok(invalid_form("enforce_nonce requires a nonce"));
     }
     let mut state = sim.lock();
     if new.enforce_nonce
@@ -122,7 +119,7 @@ pub(super) async fn create_message(
         && let Some((_, message)) = state.messages.get(existing)
     {
         // Discord returns the message the nonce already created, and creates nothing.
-        return with_headers(headers, StatusCode::OK, message.clone());
+        return Ok(with_headers(headers, StatusCode::OK, message.clone()));
     }
     let id = sim.snowflake();
     let content = new.content.unwrap_or_default();
@@ -161,5 +158,5 @@ pub(super) async fn create_message(
         "message_reference": new.message_reference,
         "flags": new.flags,
     }));
-    with_headers(headers, StatusCode::OK, message)
+    Ok(with_headers(headers, StatusCode::OK, message))
 }

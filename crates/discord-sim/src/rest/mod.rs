@@ -85,6 +85,24 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         .fallback(|| async { error(StatusCode::NOT_FOUND, 0, "404: Not Found") })
 }
 
+/// Discord's refusal of a request (its error body, or a 429 with the rate-limit headers):
+/// what a route answers instead of doing the work. Routes return `Result<Response, SimError>`,
+/// so a check's refusal is passed on with `?`.
+#[derive(Debug)]
+pub(crate) struct SimError(Response);
+
+impl IntoResponse for SimError {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl From<Response> for SimError {
+    fn from(response: Response) -> Self {
+        Self(response)
+    }
+}
+
 /// Discord's error body.
 pub(crate) fn error(status: StatusCode, code: u32, message: &str) -> Response {
     (
@@ -119,17 +137,17 @@ async fn gateway(State(sim): State<Arc<Sim>>) -> Response {
     axum::Json(json!({"url": sim.urls.gateway})).into_response()
 }
 
-async fn gateway_bot(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+async fn gateway_bot(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+) -> Result<Response, SimError> {
     let route = bot_route(&sim, "other", "gateway/bot".to_owned(), &headers);
-    let headers = match admit(&sim, &route) {
-        Ok(headers) => headers,
-        Err(response) => return response,
-    };
+    let headers = admit(&sim, &route)?;
     let world = &sim.world;
     let remaining = world
         .session_start_limit
         .saturating_sub(sim.lock().sessions_started);
-    with_headers(
+    Ok(with_headers(
         headers,
         StatusCode::OK,
         json!({
@@ -142,15 +160,20 @@ async fn gateway_bot(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Respons
                 "max_concurrency": world.max_concurrency,
             },
         }),
-    )
+    ))
 }
 
-async fn current_user(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+async fn current_user(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+) -> Result<Response, SimError> {
     let route = bot_route(&sim, "other", "users/@me".to_owned(), &headers);
-    match admit(&sim, &route) {
-        Ok(headers) => with_headers(headers, StatusCode::OK, payload::current_user(&sim.world)),
-        Err(response) => response,
-    }
+    let headers = admit(&sim, &route)?;
+    Ok(with_headers(
+        headers,
+        StatusCode::OK,
+        payload::current_user(&sim.world),
+    ))
 }
 
 /// Get User Voice State: where a member is in voice, or 404 Unknown Voice State.
@@ -158,19 +181,16 @@ async fn user_voice_state(
     State(sim): State<Arc<Sim>>,
     Path((guild_id, user_id)): Path<(u64, u64)>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, SimError> {
     let route = bot_route(
         &sim,
         "other",
         format!("guilds/{guild_id}/voice-states"),
         &headers,
     );
-    let headers = match admit(&sim, &route) {
-        Ok(headers) => headers,
-        Err(response) => return response,
-    };
+    let headers = admit(&sim, &route)?;
     let Some(guild) = sim.world.guild(guild_id) else {
-        return error(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
+        return Ok(error(StatusCode::NOT_FOUND, 10004, "Unknown Guild"));
     };
     let Some(user) = guild
         .members
@@ -178,10 +198,10 @@ async fn user_voice_state(
         .chain(std::iter::once(&sim.world.bot))
         .find(|m| m.id == user_id)
     else {
-        return error(StatusCode::NOT_FOUND, 10013, "Unknown User");
+        return Ok(error(StatusCode::NOT_FOUND, 10013, "Unknown User"));
     };
     let channel = sim.lock().voice.get(&(guild_id, user_id)).copied();
-    match channel {
+    Ok(match channel {
         Some(channel) => {
             let session = format!("{:x}", sim.snowflake());
             let state = payload::voice_state(
@@ -195,22 +215,22 @@ async fn user_voice_state(
             with_headers(headers, StatusCode::OK, state)
         }
         None => error(StatusCode::NOT_FOUND, 10065, "Unknown Voice State"),
-    }
+    })
 }
 
-async fn current_application(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+async fn current_application(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+) -> Result<Response, SimError> {
     let route = bot_route(&sim, "other", "applications/@me".to_owned(), &headers);
-    let headers = match admit(&sim, &route) {
-        Ok(headers) => headers,
-        Err(response) => return response,
-    };
+    let headers = admit(&sim, &route)?;
     let world = &sim.world;
     let owner = world
         .guilds
         .first()
         .and_then(|g| g.members.first())
         .unwrap_or(&world.bot);
-    with_headers(
+    Ok(with_headers(
         headers,
         StatusCode::OK,
         json!({
@@ -227,5 +247,5 @@ async fn current_application(State(sim): State<Arc<Sim>>, headers: HeaderMap) ->
             "summary": "",
             "bot": payload::user(&world.bot, true),
         }),
-    )
+    ))
 }
