@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::payload::{self, MessageParts, now_ms};
 use crate::state::{
-    Fault, INTENT_GUILD_MESSAGES, INTENT_GUILD_VOICE_STATES, Interaction, Out, Sim,
+    Fault, INTENT_GUILD_MESSAGES, INTENT_GUILD_VOICE_STATES, Interaction, Out, Sent, Sim,
 };
 use crate::world::ChannelKind;
 
@@ -494,15 +494,15 @@ struct SentFilter {
 
 async fn sent(State(sim): State<Arc<Sim>>, Query(filter): Query<SentFilter>) -> Response {
     let state = sim.lock();
-    let matches = |entry: &&Value, key: &str, want: Option<u64>| {
-        want.is_none_or(|want| entry[key].as_str() == Some(want.to_string().as_str()))
+    let matches = |id: Option<&str>, want: Option<u64>| {
+        want.is_none_or(|want| id == Some(want.to_string().as_str()))
     };
-    let entries: Vec<&Value> = state
+    let entries: Vec<&Sent> = state
         .sent
         .iter()
         .filter(|e| {
-            matches(e, "channel_id", filter.channel_id)
-                && matches(e, "interaction_id", filter.interaction_id)
+            matches(e.channel_id(), filter.channel_id)
+                && matches(e.interaction_id(), filter.interaction_id)
         })
         .collect();
     axum::Json(entries).into_response()

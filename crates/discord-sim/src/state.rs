@@ -103,6 +103,94 @@ pub(crate) struct ShardLog {
     pub(crate) presence: Option<Value>,
 }
 
+/// What the bot sent, as `GET /_sim/sent` lists it: `kind` says which (`message`,
+/// `interaction_response`, `edit`, `delete`, `followup`), ids are strings as Discord writes
+/// them, and the rest is what the bot asked for.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Sent {
+    /// Create Message.
+    Message {
+        at_ms: u64,
+        channel_id: String,
+        message_id: String,
+        content: String,
+        tts: bool,
+        embeds: Value,
+        allowed_mentions: Option<Value>,
+        nonce: Option<Value>,
+        enforce_nonce: bool,
+        message_reference: Option<Value>,
+        flags: Option<u64>,
+    },
+    /// An interaction's initial response, by callback or as the webhook's HTTP answer (`via`).
+    InteractionResponse {
+        at_ms: u64,
+        via: String,
+        interaction_id: String,
+        channel_id: String,
+        message_id: Option<String>,
+        response_type: u64,
+        content: Option<Value>,
+        tts: bool,
+        embeds: Value,
+        allowed_mentions: Option<Value>,
+        flags: Option<Value>,
+        latency_ms: u64,
+    },
+    /// An edit of an interaction's original message.
+    Edit {
+        at_ms: u64,
+        interaction_id: String,
+        channel_id: String,
+        message_id: String,
+        content: Value,
+        embeds: Value,
+        allowed_mentions: Option<Value>,
+    },
+    /// A deleted original message.
+    Delete {
+        at_ms: u64,
+        interaction_id: String,
+        message_id: String,
+    },
+    /// A follow-up message.
+    Followup {
+        at_ms: u64,
+        interaction_id: String,
+        channel_id: String,
+        message_id: String,
+        content: String,
+        tts: bool,
+        embeds: Value,
+        allowed_mentions: Option<Value>,
+    },
+}
+
+impl Sent {
+    /// The channel it went to, when it names one.
+    pub(crate) fn channel_id(&self) -> Option<&str> {
+        match self {
+            Self::Message { channel_id, .. }
+            | Self::InteractionResponse { channel_id, .. }
+            | Self::Edit { channel_id, .. }
+            | Self::Followup { channel_id, .. } => Some(channel_id),
+            Self::Delete { .. } => None,
+        }
+    }
+
+    /// The interaction it answers, if it answers one.
+    pub(crate) fn interaction_id(&self) -> Option<&str> {
+        match self {
+            Self::Message { .. } => None,
+            Self::InteractionResponse { interaction_id, .. }
+            | Self::Edit { interaction_id, .. }
+            | Self::Delete { interaction_id, .. }
+            | Self::Followup { interaction_id, .. } => Some(interaction_id),
+        }
+    }
+}
+
 /// A rule the bot broke.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Violation {
@@ -225,7 +313,7 @@ pub(crate) struct State {
     pub(crate) interaction_tokens: HashMap<String, u64>,
     pub(crate) global_commands: Vec<Value>,
     pub(crate) guild_commands: HashMap<u64, Vec<Value>>,
-    pub(crate) sent: Vec<Value>,
+    pub(crate) sent: Vec<Sent>,
     pub(crate) violations: Vec<Violation>,
     pub(crate) buckets: HashMap<String, Bucket>,
     pub(crate) faults: Vec<Fault>,

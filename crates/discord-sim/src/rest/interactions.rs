@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::payload::{self, MessageParts, now_ms};
-use crate::state::Sim;
+use crate::state::{Sent, Sim};
 
 use super::admit::{Route, admit};
 use super::commands::check_app;
@@ -31,7 +31,7 @@ pub(crate) fn initial_response(
     interaction_id: u64,
     response: &Value,
     via: &str,
-) -> Result<Value, Response> {
+) -> Result<Sent, Response> {
     let kind = response.get("type").and_then(Value::as_u64).unwrap_or(0);
     let data = response.get("data").cloned().unwrap_or(Value::Null);
     let mut state = sim.lock();
@@ -111,21 +111,20 @@ pub(crate) fn initial_response(
         interaction.responded = u8::try_from(kind).ok();
         interaction.original = message_id;
     }
-    let entry = json!({
-        "kind": "interaction_response",
-        "at_ms": now_ms(),
-        "via": via,
-        "interaction_id": interaction_id.to_string(),
-        "channel_id": channel_id.to_string(),
-        "message_id": message_id.map(|id| id.to_string()),
-        "response_type": kind,
-        "content": data.get("content"),
-        "tts": data.get("tts").and_then(Value::as_bool).unwrap_or(false),
-        "embeds": data.get("embeds").cloned().unwrap_or(json!([])),
-        "allowed_mentions": data.get("allowed_mentions"),
-        "flags": data.get("flags"),
-        "latency_ms": u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-    });
+    let entry = Sent::InteractionResponse {
+        at_ms: now_ms(),
+        via: via.to_owned(),
+        interaction_id: interaction_id.to_string(),
+        channel_id: channel_id.to_string(),
+        message_id: message_id.map(|id| id.to_string()),
+        response_type: kind,
+        content: data.get("content").cloned(),
+        tts: data.get("tts").and_then(Value::as_bool).unwrap_or(false),
+        embeds: data.get("embeds").cloned().unwrap_or(json!([])),
+        allowed_mentions: data.get("allowed_mentions").cloned(),
+        flags: data.get("flags").cloned(),
+        latency_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+    };
     state.sent.push(entry.clone());
     Ok(entry)
 }
@@ -263,16 +262,15 @@ pub(super) async fn edit_original(
     message["edited_timestamp"] = json!(payload::timestamp(now_ms()));
     let message = message.clone();
     let channel_id = *channel_id;
-    state.sent.push(json!({
-        "kind": "edit",
-        "at_ms": now_ms(),
-        "interaction_id": id.to_string(),
-        "channel_id": channel_id.to_string(),
-        "message_id": message_id.to_string(),
-        "content": message["content"],
-        "embeds": message["embeds"],
-        "allowed_mentions": edit.get("allowed_mentions"),
-    }));
+    state.sent.push(Sent::Edit {
+        at_ms: now_ms(),
+        interaction_id: id.to_string(),
+        channel_id: channel_id.to_string(),
+        message_id: message_id.to_string(),
+        content: message["content"].clone(),
+        embeds: message["embeds"].clone(),
+        allowed_mentions: edit.get("allowed_mentions").cloned(),
+    });
     Ok(axum::Json(message).into_response())
 }
 
@@ -287,7 +285,11 @@ pub(super) async fn delete_original(
         return Ok(error(StatusCode::NOT_FOUND, 10008, "Unknown Message"));
     };
     state.messages.remove(&message_id);
-    state.sent.push(json!({"kind": "delete", "at_ms": now_ms(), "interaction_id": id.to_string(), "message_id": message_id.to_string()}));
+    state.sent.push(Sent::Delete {
+        at_ms: now_ms(),
+        interaction_id: id.to_string(),
+        message_id: message_id.to_string(),
+    });
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -342,16 +344,15 @@ pub(super) async fn followup(
     state
         .messages
         .insert(message_id, (channel_id, message.clone()));
-    state.sent.push(json!({
-        "kind": "followup",
-        "at_ms": now_ms(),
-        "interaction_id": id.to_string(),
-        "channel_id": channel_id.to_string(),
-        "message_id": message_id.to_string(),
-        "content": content,
-        "tts": new.tts,
-        "embeds": message["embeds"],
-        "allowed_mentions": new.allowed_mentions,
-    }));
+    state.sent.push(Sent::Followup {
+        at_ms: now_ms(),
+        interaction_id: id.to_string(),
+        channel_id: channel_id.to_string(),
+        message_id: message_id.to_string(),
+        content,
+        tts: new.tts,
+        embeds: message["embeds"].clone(),
+        allowed_mentions: new.allowed_mentions,
+    });
     Ok(axum::Json(message).into_response())
 }

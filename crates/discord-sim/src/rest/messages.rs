@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::payload::{self, MessageParts, now_ms};
-use crate::state::Sim;
+use crate::state::{Sent, Sim};
 use crate::world::ChannelKind;
 
 use super::admit::{Route, admit, with_headers};
@@ -144,19 +144,18 @@ pub(super) async fn create_message(
     if let Some(key) = nonce {
         state.nonces.insert((channel_id, key), (id, Instant::now()));
     }
-    state.sent.push(json!({
-        "kind": "message",
-        "at_ms": now_ms(),
-        "channel_id": channel_id.to_string(),
-        "message_id": id.to_string(),
-        "content": content,
-        "tts": new.tts,
-        "embeds": message["embeds"],
-        "allowed_mentions": new.allowed_mentions,
-        "nonce": new.nonce,
-        "enforce_nonce": new.enforce_nonce,
-        "message_reference": new.message_reference,
-        "flags": new.flags,
-    }));
+    state.sent.push(Sent::Message {
+        at_ms: now_ms(),
+        channel_id: channel_id.to_string(),
+        message_id: id.to_string(),
+        content,
+        tts: new.tts,
+        embeds: message["embeds"].clone(),
+        allowed_mentions: new.allowed_mentions,
+        nonce: new.nonce,
+        enforce_nonce: new.enforce_nonce,
+        message_reference: new.message_reference,
+        flags: new.flags,
+    });
     Ok(with_headers(headers, StatusCode::OK, message))
 }
