@@ -152,6 +152,7 @@ fn member_message(sim: &Sim, new: &NewMessage) -> Result<Value, String> {
         redacted
     });
     sim.lock()
+        .rest
         .messages
         .insert(parts.id, (channel.id, message.clone()));
     sim.dispatch(
@@ -286,11 +287,12 @@ async fn interaction(
             let definition = {
                 let state = sim.lock();
                 state
+                    .rest
                     .guild_commands
                     .get(&guild.id)
                     .into_iter()
                     .flatten()
-                    .chain(&state.global_commands)
+                    .chain(&state.rest.global_commands)
                     .find(|c| c["name"] == name.as_str())
                     .cloned()
             };
@@ -341,7 +343,7 @@ async fn interaction(
     });
     {
         let mut state = sim.lock();
-        state.interactions.insert(
+        state.rest.interactions.insert(
             id,
             Interaction {
                 token: token.clone(),
@@ -352,7 +354,7 @@ async fn interaction(
                 original: None,
             },
         );
-        state.interaction_tokens.insert(token.clone(), id);
+        state.rest.interaction_tokens.insert(token.clone(), id);
     }
     let mut result = json!({"id": id.to_string(), "token": token, "interaction": body});
     match &sim.interactions_url {
@@ -498,6 +500,7 @@ async fn sent(State(sim): State<Arc<Sim>>, Query(filter): Query<SentFilter>) -> 
         want.is_none_or(|want| id == Some(want.to_string().as_str()))
     };
     let entries: Vec<&Sent> = state
+        .record
         .sent
         .iter()
         .filter(|e| {
@@ -509,13 +512,14 @@ async fn sent(State(sim): State<Arc<Sim>>, Query(filter): Query<SentFilter>) -> 
 }
 
 async fn violations(State(sim): State<Arc<Sim>>) -> Response {
-    axum::Json(sim.lock().violations.clone()).into_response()
+    axum::Json(sim.lock().record.violations.clone()).into_response()
 }
 
 async fn shards(State(sim): State<Arc<Sim>>) -> Response {
     let state = sim.lock();
-    let logs: Vec<_> = state.shard_logs.values().cloned().collect();
-    axum::Json(json!({"sessions_started": state.sessions_started, "shards": logs})).into_response()
+    let logs: Vec<_> = state.gateway.shard_logs.values().cloned().collect();
+    axum::Json(json!({"sessions_started": state.gateway.sessions_started, "shards": logs}))
+        .into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -540,7 +544,7 @@ fn with_session(
     action: impl FnOnce(&mut crate::state::State, String),
 ) -> Response {
     let mut state = sim.lock();
-    let Some(session_id) = state.shard_sessions.get(&id).cloned() else {
+    let Some(session_id) = state.gateway.shard_sessions.get(&id).cloned() else {
         return (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": format!("shard {id} has no session")})),
@@ -566,19 +570,19 @@ async fn disconnect(
         } else {
             "Simulated session end"
         };
-        if let Some(session) = state.sessions.get(&session_id) {
+        if let Some(session) = state.gateway.sessions.get(&session_id) {
             session.send(Out::Close(request.code, reason));
         }
         if !request.resume {
-            state.sessions.remove(&session_id);
-            state.shard_sessions.remove(&id);
+            state.gateway.sessions.remove(&session_id);
+            state.gateway.shard_sessions.remove(&id);
         }
     })
 }
 
 async fn reconnect(State(sim): State<Arc<Sim>>, Path(id): Path<u32>) -> Response {
     with_session(&sim, id, |state, session_id| {
-        if let Some(session) = state.sessions.get(&session_id) {
+        if let Some(session) = state.gateway.sessions.get(&session_id) {
             session.send(Out::Frame(r#"{"op":7,"d":null}"#.into()));
         }
     })
@@ -597,13 +601,13 @@ async fn invalidate(
 ) -> Response {
     let resumable = body.is_some_and(|b| b.resumable);
     with_session(&sim, id, |state, session_id| {
-        if let Some(session) = state.sessions.get(&session_id) {
+        if let Some(session) = state.gateway.sessions.get(&session_id) {
             let frame = format!(r#"{{"op":9,"d":{resumable}}}"#);
             session.send(Out::Frame(frame.into()));
         }
         if !resumable {
-            state.sessions.remove(&session_id);
-            state.shard_sessions.remove(&id);
+            state.gateway.sessions.remove(&session_id);
+            state.gateway.shard_sessions.remove(&id);
         }
     })
 }
@@ -612,7 +616,7 @@ async fn add_fault(State(sim): State<Arc<Sim>>, axum::Json(fault): axum::Json<Fa
     if !matches!(fault.status, 429 | 500..=599) || fault.count == 0 {
         return bad_request("a fault is a 429 or a 5xx, at least once");
     }
-    sim.lock().faults.push(fault);
+    sim.lock().rest.faults.push(fault);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -145,7 +145,7 @@ async fn connection(sim: Arc<Sim>, socket: WebSocket, query: GatewayQuery) {
     };
     let mut state = sim.lock();
     if let Some(session_id) = &conn.session
-        && let Some(session) = state.sessions.get_mut(session_id)
+        && let Some(session) = state.gateway.sessions.get_mut(session_id)
     {
         if session.conn.as_ref().is_some_and(|c| c.id == conn.id) {
             session.conn = None;
@@ -169,13 +169,14 @@ fn resumable_close(code: u16) -> bool {
 }
 
 fn forget_session(state: &mut crate::state::State, session_id: &str) {
-    if let Some(session) = state.sessions.remove(session_id) {
+    if let Some(session) = state.gateway.sessions.remove(session_id) {
         if state
+            .gateway
             .shard_sessions
             .get(&session.shard.0)
             .is_some_and(|id| id == session_id)
         {
-            state.shard_sessions.remove(&session.shard.0);
+            state.gateway.shard_sessions.remove(&session.shard.0);
         }
         let log = state.shard_log(session.shard);
         log.session_id = None;
@@ -189,7 +190,7 @@ fn client_closed(sim: &Sim, conn: &Connection, code: u16) {
     let Some(session_id) = &conn.session else {
         return;
     };
-    let Some(shard) = state.sessions.get(session_id).map(|s| s.shard) else {
+    let Some(shard) = state.gateway.sessions.get(session_id).map(|s| s.shard) else {
         return;
     };
     state.shard_log(shard).closes.push((now_ms(), code));
@@ -236,7 +237,7 @@ fn handle(sim: &Sim, conn: &mut Connection, text: &str) -> Next {
             if let Some(shard) = conn
                 .session
                 .as_ref()
-                .and_then(|id| state.sessions.get(id))
+                .and_then(|id| state.gateway.sessions.get(id))
                 .map(|s| s.shard)
             {
                 state.shard_log(shard).presence = Some(d);
@@ -307,7 +308,7 @@ fn identify(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
 
     let now = Instant::now();
     let bucket = shard_id % world.max_concurrency;
-    if let Some(last) = state.bucket_identified.get(&bucket)
+    if let Some(last) = state.gateway.bucket_identified.get(&bucket)
         && now.duration_since(*last) < IDENTIFY_INTERVAL
     {
         let since = now.duration_since(*last);
@@ -318,7 +319,7 @@ fn identify(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         let _ = conn.tx.send(Out::Frame(r#"{"op":9,"d":false}"#.into()));
         return Next::Continue;
     }
-    if state.sessions_started >= world.session_start_limit {
+    if state.gateway.sessions_started >= world.session_start_limit {
         state.violate(
             "session budget",
             format!(
@@ -329,17 +330,21 @@ fn identify(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         let _ = conn.tx.send(Out::Frame(r#"{"op":9,"d":false}"#.into()));
         return Next::Continue;
     }
-    state.bucket_identified.insert(bucket, now);
-    state.sessions_started += 1;
+    state.gateway.bucket_identified.insert(bucket, now);
+    state.gateway.sessions_started += 1;
 
-    if let Some(old) = state.shard_sessions.get(&shard_id).cloned()
-        && state.sessions.get(&old).is_some_and(|s| s.conn.is_some())
+    if let Some(old) = state.gateway.shard_sessions.get(&shard_id).cloned()
+        && state
+            .gateway
+            .sessions
+            .get(&old)
+            .is_some_and(|s| s.conn.is_some())
     {
         state.violate(
             "sharding",
             format!("shard {shard_id} identified while another connection holds it"),
         );
-        if let Some(old_session) = state.sessions.get(&old) {
+        if let Some(old_session) = state.gateway.sessions.get(&old) {
             old_session.send(Out::Close(4009, "Session timed out"));
         }
         forget_session(&mut state, &old);
@@ -393,8 +398,11 @@ fn identify(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
     log.connected = true;
     log.intents = intents;
     log.seq = session.seq;
-    state.sessions.insert(session_id.clone(), session);
-    state.shard_sessions.insert(shard_id, session_id.clone());
+    state.gateway.sessions.insert(session_id.clone(), session);
+    state
+        .gateway
+        .shard_sessions
+        .insert(shard_id, session_id.clone());
     conn.session = Some(session_id);
     Next::Continue
 }
@@ -411,7 +419,7 @@ fn resume(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         .unwrap_or_default()
         .to_owned();
     let seq = d.get("seq").and_then(Value::as_u64).unwrap_or(0);
-    let Some(session) = state.sessions.get_mut(&session_id) else {
+    let Some(session) = state.gateway.sessions.get_mut(&session_id) else {
         let _ = conn.tx.send(Out::Frame(r#"{"op":9,"d":false}"#.into()));
         return Next::Continue;
     };
@@ -436,7 +444,10 @@ fn resume(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
     let shard = session.shard;
     let current_seq = session.seq;
     let intents = session.intents;
-    state.shard_sessions.insert(shard.0, session_id.clone());
+    state
+        .gateway
+        .shard_sessions
+        .insert(shard.0, session_id.clone());
     let log = state.shard_log(shard);
     log.resumes.push(now_ms());
     log.connected = true;
@@ -465,6 +476,7 @@ fn voice_state_update(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         return Next::Close(4003, "Not authenticated.");
     };
     let owns = state
+        .gateway
         .sessions
         .get(&session_id)
         .is_some_and(|s| s.owns(guild_id));
@@ -480,7 +492,7 @@ fn voice_state_update(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         );
         return Next::Continue;
     }
-    if let Some(shard) = state.sessions.get(&session_id).map(|s| s.shard) {
+    if let Some(shard) = state.gateway.sessions.get(&session_id).map(|s| s.shard) {
         state
             .shard_log(shard)
             .voice_updates
@@ -506,7 +518,7 @@ fn voice_state_update(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
         &voice_session,
         now_ms(),
     );
-    let Some(session) = state.sessions.get_mut(&session_id) else {
+    let Some(session) = state.gateway.sessions.get_mut(&session_id) else {
         return Next::Continue;
     };
     if session.intents & INTENT_GUILD_VOICE_STATES != 0 {

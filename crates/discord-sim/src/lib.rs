@@ -5,11 +5,14 @@
 //! - [`Simulator`]: start one in-process (tests) or [`serve`] it on a listener (`disco sim`).
 //! - [`world`]: the application, bot, guilds, channels and members, and the limits.
 //! - `gateway`: gateway v10 over WebSocket, sessions, RESUME, close codes.
-//! - `rest`: the REST routes, authentication, rate limits, interaction deadlines.
+//! - `rest`: the REST routes (`admit`: authentication and rate limits; `messages`,
+//!   `commands`, `interactions`), answering a refusal as a `SimError`.
 //! - `control`: the `/_sim` API.
 //! - `webhook`: signed delivery to an interactions endpoint, and forged probes.
-//! - `voice`: the voice gateway (`wss://`, [`VoiceTls`]) and the UDP endpoint that listens.
-//! - `state`, `payload`, `compress`: shared state, Discord's JSON shapes, transport compression.
+//! - `voice`: `tls` ([`VoiceTls`]), `hub` (grants, connections, what was heard), `gateway`
+//!   (`wss://`) and `rtp` (the UDP endpoint that listens).
+//! - `state`: the state by owner (gateway, REST, the record of what the bot sent);
+//!   `payload`, `compress`: Discord's JSON shapes, transport compression.
 
 mod client;
 mod compress;

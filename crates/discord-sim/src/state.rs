@@ -294,8 +294,20 @@ impl Bucket {
     }
 }
 
+/// Everything the simulator holds, behind one lock, by who owns it: the gateway's sessions,
+/// the REST side's objects and limits, and the record a test reads.
 #[derive(Debug, Default)]
 pub(crate) struct State {
+    pub(crate) gateway: GatewayState,
+    pub(crate) rest: RestState,
+    /// (guild, user) -> voice channel.
+    pub(crate) voice: BTreeMap<(u64, u64), u64>,
+    pub(crate) record: Record,
+}
+
+/// Gateway sessions, per shard, and the identify limits.
+#[derive(Debug, Default)]
+pub(crate) struct GatewayState {
     pub(crate) sessions: HashMap<String, Session>,
     /// The current session of each shard id.
     pub(crate) shard_sessions: BTreeMap<u32, String>,
@@ -303,8 +315,11 @@ pub(crate) struct State {
     /// Last IDENTIFY per `max_concurrency` bucket.
     pub(crate) bucket_identified: HashMap<u32, Instant>,
     pub(crate) sessions_started: u32,
-    /// (guild, user) -> voice channel.
-    pub(crate) voice: BTreeMap<(u64, u64), u64>,
+}
+
+/// What the REST API holds: messages, interactions, commands, rate limits, injected faults.
+#[derive(Debug, Default)]
+pub(crate) struct RestState {
     /// Messages by id: (channel, JSON).
     pub(crate) messages: HashMap<u64, (u64, Value)>,
     /// (channel, nonce) -> (message id, when).
@@ -313,16 +328,21 @@ pub(crate) struct State {
     pub(crate) interaction_tokens: HashMap<String, u64>,
     pub(crate) global_commands: Vec<Value>,
     pub(crate) guild_commands: HashMap<u64, Vec<Value>>,
-    pub(crate) sent: Vec<Sent>,
-    pub(crate) violations: Vec<Violation>,
     pub(crate) buckets: HashMap<String, Bucket>,
     pub(crate) faults: Vec<Fault>,
+}
+
+/// The test oracle: what the bot sent, and every rule it broke.
+#[derive(Debug, Default)]
+pub(crate) struct Record {
+    pub(crate) sent: Vec<Sent>,
+    pub(crate) violations: Vec<Violation>,
 }
 
 impl State {
     pub(crate) fn violate(&mut self, rule: &'static str, detail: String) {
         tracing::warn!(rule, %detail, "the bot broke a rule");
-        self.violations.push(Violation {
+        self.record.violations.push(Violation {
             at_ms: now_ms(),
             rule,
             detail,
@@ -330,14 +350,15 @@ impl State {
     }
 
     pub(crate) fn shard_log(&mut self, shard: (u32, u32)) -> &mut ShardLog {
-        let log = self.shard_logs.entry(shard.0).or_default();
+        let log = self.gateway.shard_logs.entry(shard.0).or_default();
         log.shard_id = shard.0;
         log.shard_total = shard.1;
         log
     }
 
     pub(crate) fn bucket(&mut self, key: &str, now: Instant) -> &mut Bucket {
-        self.buckets
+        self.rest
+            .buckets
             .entry(key.to_owned())
             .or_insert_with(|| Bucket::new(now))
     }
@@ -345,13 +366,14 @@ impl State {
     /// Takes the first injected fault matching `route`, if any.
     pub(crate) fn take_fault(&mut self, route: &str) -> Option<Fault> {
         let index = self
+            .rest
             .faults
             .iter()
             .position(|f| f.route == route || f.route == "any")?;
-        let fault = self.faults[index].clone();
-        self.faults[index].count -= 1;
-        if self.faults[index].count == 0 {
-            self.faults.remove(index);
+        let fault = self.rest.faults[index].clone();
+        self.rest.faults[index].count -= 1;
+        if self.rest.faults[index].count == 0 {
+            self.rest.faults.remove(index);
         }
         Some(fault)
     }
@@ -361,8 +383,8 @@ impl State {
         &mut self,
         guild_id: Option<u64>,
     ) -> impl Iterator<Item = &mut Session> {
-        let current: Vec<String> = self.shard_sessions.values().cloned().collect();
-        self.sessions.values_mut().filter(move |session| {
+        let current: Vec<String> = self.gateway.shard_sessions.values().cloned().collect();
+        self.gateway.sessions.values_mut().filter(move |session| {
             current.contains(&session.id) && guild_id.is_none_or(|guild| session.owns(guild))
         })
     }

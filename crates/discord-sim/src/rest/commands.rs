@@ -193,8 +193,9 @@ pub(super) fn list_commands(
     let headers = commands_admit(sim, headers, app, guild)?;
     let state = sim.lock();
     let list = match guild {
-        None => state.global_commands.clone(),
+        None => state.rest.global_commands.clone(),
         Some(guild) => state
+            .rest
             .guild_commands
             .get(&guild)
             .cloned()
@@ -219,8 +220,8 @@ pub(super) fn create_command(
     }
     let mut state = sim.lock();
     let list = match guild {
-        None => &mut state.global_commands,
-        Some(guild) => state.guild_commands.entry(guild).or_default(),
+        None => &mut state.rest.global_commands,
+        Some(guild) => state.rest.guild_commands.entry(guild).or_default(),
     };
     // Discord upserts by name: an existing command keeps its id.
     let existing = list.iter().position(|c| {
@@ -268,8 +269,8 @@ pub(super) fn overwrite_commands(
     }
     let mut state = sim.lock();
     let list = match guild {
-        None => &mut state.global_commands,
-        Some(guild) => state.guild_commands.entry(guild).or_default(),
+        None => &mut state.rest.global_commands,
+        Some(guild) => state.rest.guild_commands.entry(guild).or_default(),
     };
     let previous = std::mem::take(list);
     let stored: Vec<Value> = commands

@@ -35,7 +35,7 @@ pub(crate) fn initial_response(
     let kind = response.get("type").and_then(Value::as_u64).unwrap_or(0);
     let data = response.get("data").cloned().unwrap_or(Value::Null);
     let mut state = sim.lock();
-    let Some(interaction) = state.interactions.get(&interaction_id) else {
+    let Some(interaction) = state.rest.interactions.get(&interaction_id) else {
         return Err(error(StatusCode::NOT_FOUND, 10062, "Unknown interaction"));
     };
     if interaction.responded.is_some() {
@@ -105,9 +105,12 @@ pub(crate) fn initial_response(
             interaction_id: Some(interaction_id),
             webhook_id: Some(sim.world.application_id),
         });
-        state.messages.insert(message_id, (channel_id, message));
+        state
+            .rest
+            .messages
+            .insert(message_id, (channel_id, message));
     }
-    if let Some(interaction) = state.interactions.get_mut(&interaction_id) {
+    if let Some(interaction) = state.rest.interactions.get_mut(&interaction_id) {
         interaction.responded = u8::try_from(kind).ok();
         interaction.original = message_id;
     }
@@ -125,7 +128,7 @@ pub(crate) fn initial_response(
         flags: data.get("flags").cloned(),
         latency_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
     };
-    state.sent.push(entry.clone());
+    state.record.sent.push(entry.clone());
     Ok(entry)
 }
 
@@ -145,6 +148,7 @@ pub(super) async fn interaction_callback(
     admit(&sim, &route)?;
     if sim
         .lock()
+        .rest
         .interactions
         .get(&id)
         .is_none_or(|i| i.token != token)
@@ -168,11 +172,13 @@ pub(super) fn webhook_interaction(sim: &Sim, app: u64, token: &str) -> Result<u6
     check_app(sim, app)?;
     let state = sim.lock();
     let id = state
+        .rest
         .interaction_tokens
         .get(token)
         .copied()
         .ok_or_else(|| error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook"))?;
     let interaction = state
+        .rest
         .interactions
         .get(&id)
         .ok_or_else(|| error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook"))?;
@@ -212,10 +218,11 @@ pub(super) async fn get_original(
     let id = webhook_admit(&sim, &headers, app, &token)?;
     let state = sim.lock();
     let original = state
+        .rest
         .interactions
         .get(&id)
         .and_then(|i| i.original)
-        .and_then(|m| state.messages.get(&m));
+        .and_then(|m| state.rest.messages.get(&m));
     Ok(match original {
         Some((_, message)) => axum::Json(message.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, 10008, "Unknown Message"),
@@ -233,10 +240,10 @@ pub(super) async fn edit_original(
         return Ok(invalid_json());
     };
     let mut state = sim.lock();
-    let Some(message_id) = state.interactions.get(&id).and_then(|i| i.original) else {
+    let Some(message_id) = state.rest.interactions.get(&id).and_then(|i| i.original) else {
         return Ok(error(StatusCode::NOT_FOUND, 10008, "Unknown Message"));
     };
-    let Some((channel_id, message)) = state.messages.get_mut(&message_id) else {
+    let Some((channel_id, message)) = state.rest.messages.get_mut(&message_id) else {
         return Ok(error(StatusCode::NOT_FOUND, 10008, "Unknown Message"));
     };
     if let Some(content) = edit.get("content") {
@@ -262,7 +269,7 @@ pub(super) async fn edit_original(
     message["edited_timestamp"] = json!(payload::timestamp(now_ms()));
     let message = message.clone();
     let channel_id = *channel_id;
-    state.sent.push(Sent::Edit {
+    state.record.sent.push(Sent::Edit {
         at_ms: now_ms(),
         interaction_id: id.to_string(),
         channel_id: channel_id.to_string(),
@@ -281,11 +288,11 @@ pub(super) async fn delete_original(
 ) -> Result<Response, SimError> {
     let id = webhook_admit(&sim, &headers, app, &token)?;
     let mut state = sim.lock();
-    let Some(message_id) = state.interactions.get(&id).and_then(|i| i.original) else {
+    let Some(message_id) = state.rest.interactions.get(&id).and_then(|i| i.original) else {
         return Ok(error(StatusCode::NOT_FOUND, 10008, "Unknown Message"));
     };
-    state.messages.remove(&message_id);
-    state.sent.push(Sent::Delete {
+    state.rest.messages.remove(&message_id);
+    state.record.sent.push(Sent::Delete {
         at_ms: now_ms(),
         interaction_id: id.to_string(),
         message_id: message_id.to_string(),
@@ -307,7 +314,7 @@ pub(super) async fn followup(
         return Ok(error(StatusCode::BAD_REQUEST, 50006, problem));
     }
     let mut state = sim.lock();
-    let Some(interaction) = state.interactions.get(&id) else {
+    let Some(interaction) = state.rest.interactions.get(&id) else {
         return Ok(error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook"));
     };
     if interaction.responded.is_none() {
@@ -342,9 +349,10 @@ pub(super) async fn followup(
         webhook_id: Some(app),
     });
     state
+        .rest
         .messages
         .insert(message_id, (channel_id, message.clone()));
-    state.sent.push(Sent::Followup {
+    state.record.sent.push(Sent::Followup {
         at_ms: now_ms(),
         interaction_id: id.to_string(),
         channel_id: channel_id.to_string(),

@@ -114,9 +114,9 @@ pub(super) async fn create_message(
     let mut state = sim.lock();
     if new.enforce_nonce
         && let Some(key) = &nonce
-        && let Some((existing, at)) = state.nonces.get(&(channel_id, key.clone()))
+        && let Some((existing, at)) = state.rest.nonces.get(&(channel_id, key.clone()))
         && at.elapsed() < NONCE_MEMORY
-        && let Some((_, message)) = state.messages.get(existing)
+        && let Some((_, message)) = state.rest.messages.get(existing)
     {
         // Discord returns the message the nonce already created, and creates nothing.
         return Ok(with_headers(headers, StatusCode::OK, message.clone()));
@@ -140,11 +140,17 @@ pub(super) async fn create_message(
         interaction_id: None,
         webhook_id: None,
     });
-    state.messages.insert(id, (channel_id, message.clone()));
+    state
+        .rest
+        .messages
+        .insert(id, (channel_id, message.clone()));
     if let Some(key) = nonce {
-        state.nonces.insert((channel_id, key), (id, Instant::now()));
+        state
+            .rest
+            .nonces
+            .insert((channel_id, key), (id, Instant::now()));
     }
-    state.sent.push(Sent::Message {
+    state.record.sent.push(Sent::Message {
         at_ms: now_ms(),
         channel_id: channel_id.to_string(),
         message_id: id.to_string(),

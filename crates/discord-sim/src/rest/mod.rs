@@ -146,7 +146,7 @@ async fn gateway_bot(
     let world = &sim.world;
     let remaining = world
         .session_start_limit
-        .saturating_sub(sim.lock().sessions_started);
+        .saturating_sub(sim.lock().gateway.sessions_started);
     Ok(with_headers(
         headers,
         StatusCode::OK,
