@@ -5,6 +5,7 @@
 //! - [`Versioned`] and [`decode`]: encoding with the schema version checked on the way in.
 //! - [`route`]: the names of exchanges, queues and routing keys every service agrees on.
 //! - [`Secret`]: a string (a token, a key) whose `Debug` and `Display` never show it.
+//! - [`InvalidConfig`]: a role's refusal of one of its settings, naming the field.
 
 /// Generated from `schema/disco/v1/disco.proto`.
 #[allow(clippy::all, missing_debug_implementations, unreachable_pub)]
@@ -12,10 +13,12 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/disco.v1.rs"));
 }
 
+mod config;
 pub mod route;
 mod secret;
 
 pub use bytes;
+pub use config::InvalidConfig;
 pub use prost::Message;
 pub use secret::Secret;
 

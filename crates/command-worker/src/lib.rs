@@ -33,6 +33,8 @@ pub use commands::Commands;
 pub use sync::{SyncError, SyncReport, sync};
 use tokio_util::sync::CancellationToken;
 
+pub use disco_proto::InvalidConfig;
+
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "command-worker";
 
@@ -76,41 +78,27 @@ impl Config {
     /// The first field found wrong.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.application_id == 0 {
-            return Err(invalid("application_id", "expected a Discord id"));
+            return Err(InvalidConfig::new(
+                "application_id",
+                "expected a Discord id",
+            ));
         }
         if self.prefix.trim().is_empty() || self.prefix.chars().any(char::is_whitespace) {
-            return Err(invalid(
+            return Err(InvalidConfig::new(
                 "prefix",
                 "expected a prefix without spaces, like ~~",
             ));
         }
         if self.shard_total == 0 {
-            return Err(invalid("shard_total", "expected at least 1"));
+            return Err(InvalidConfig::new("shard_total", "expected at least 1"));
         }
         if self.concurrency == 0 {
-            return Err(invalid("concurrency", "expected at least 1"));
+            return Err(InvalidConfig::new("concurrency", "expected at least 1"));
         }
         if self.voice_timeout.is_zero() {
-            return Err(invalid("voice_timeout", "expected more than 0"));
+            return Err(InvalidConfig::new("voice_timeout", "expected more than 0"));
         }
         Ok(())
-    }
-}
-
-/// A [`Config`] field that cannot be used: which, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct InvalidConfig {
-    /// The field, as [`Config`] names it.
-    pub field: &'static str,
-    /// What is wrong with its value.
-    pub problem: String,
-}
-
-fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
-    InvalidConfig {
-        field,
-        problem: problem.into(),
     }
 }
 

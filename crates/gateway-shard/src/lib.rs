@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use twilight_gateway::{ConfigBuilder, Intents, Session, Shard, ShardId};
 
+pub use disco_proto::InvalidConfig;
+
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "gateway-shard";
 
@@ -192,29 +194,15 @@ impl Config {
     /// The first field found wrong.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.events.is_empty() {
-            return Err(invalid("events", "expected at least one event to publish"));
+            return Err(InvalidConfig::new(
+                "events",
+                "expected at least one event to publish",
+            ));
         }
         if self.publish_buffer == 0 {
-            return Err(invalid("publish_buffer", "expected at least 1"));
+            return Err(InvalidConfig::new("publish_buffer", "expected at least 1"));
         }
         Ok(())
-    }
-}
-
-/// A [`Config`] field that cannot be used: which, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct InvalidConfig {
-    /// The field, as [`Config`] names it.
-    pub field: &'static str,
-    /// What is wrong with its value.
-    pub problem: String,
-}
-
-fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
-    InvalidConfig {
-        field,
-        problem: problem.into(),
     }
 }
 

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use disco_proto::InvalidConfig;
+
 pub use key::{KeyError, PublicKey};
 
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
@@ -82,45 +84,34 @@ impl Config {
     /// The first field found wrong.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.application_id == 0 {
-            return Err(invalid("application_id", "expected a Discord id"));
+            return Err(InvalidConfig::new(
+                "application_id",
+                "expected a Discord id",
+            ));
         }
         let deadline = self.deadline.as_millis();
         if !(100..=2_900).contains(&deadline) {
-            return Err(invalid(
+            return Err(InvalidConfig::new(
                 "deadline",
                 "expected 100 to 2900 ms: Discord drops an interaction not answered within 3 s",
             ));
         }
         if !(1..=900).contains(&self.late_answer.as_secs()) {
-            return Err(invalid("late_answer", "expected 1 to 900 s"));
+            return Err(InvalidConfig::new("late_answer", "expected 1 to 900 s"));
         }
         if self.max_body < 1024 {
-            return Err(invalid("max_body", "expected at least 1024"));
+            return Err(InvalidConfig::new("max_body", "expected at least 1024"));
         }
         if self.timestamp_window.is_zero() {
-            return Err(invalid("timestamp_window", "expected more than 0"));
+            return Err(InvalidConfig::new(
+                "timestamp_window",
+                "expected more than 0",
+            ));
         }
         if self.shard_total == 0 {
-            return Err(invalid("shard_total", "expected at least 1"));
+            return Err(InvalidConfig::new("shard_total", "expected at least 1"));
         }
         Ok(())
-    }
-}
-
-/// A [`Config`] field that cannot be used: which, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct InvalidConfig {
-    /// The field, as [`Config`] names it.
-    pub field: &'static str,
-    /// What is wrong with its value.
-    pub problem: String,
-}
-
-fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
-    InvalidConfig {
-        field,
-        problem: problem.into(),
     }
 }
 

@@ -31,6 +31,8 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+pub use disco_proto::InvalidConfig;
+
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "voice-node";
 
@@ -87,10 +89,13 @@ impl Config {
     /// The first field found wrong.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.user_id == 0 {
-            return Err(invalid("user_id", "the bot's user id is missing"));
+            return Err(InvalidConfig::new(
+                "user_id",
+                "the bot's user id is missing",
+            ));
         }
         if self.shards.is_empty() || self.shards.end > self.shard_total {
-            return Err(invalid(
+            return Err(InvalidConfig::new(
                 "shards",
                 format!(
                     "{}..{} is not a non-empty range within 0..{}",
@@ -99,32 +104,18 @@ impl Config {
             ));
         }
         if self.idle_timeout.is_zero() {
-            return Err(invalid("idle_timeout", "expected at least 1 s"));
+            return Err(InvalidConfig::new("idle_timeout", "expected at least 1 s"));
         }
         if self.join_timeout.is_zero() {
-            return Err(invalid("join_timeout", "expected at least 1 ms"));
+            return Err(InvalidConfig::new("join_timeout", "expected at least 1 ms"));
         }
         if self.tts_voice.trim().is_empty() || self.tts_voice.starts_with('-') {
-            return Err(invalid("tts_voice", "expected a voice name, like en"));
+            return Err(InvalidConfig::new(
+                "tts_voice",
+                "expected a voice name, like en",
+            ));
         }
         Ok(())
-    }
-}
-
-/// A [`Config`] field that cannot be used: which, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct InvalidConfig {
-    /// The field, as [`Config`] names it.
-    pub field: &'static str,
-    /// What is wrong with its value.
-    pub problem: String,
-}
-
-fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
-    InvalidConfig {
-        field,
-        problem: problem.into(),
     }
 }
 
