@@ -40,6 +40,19 @@ pub enum Destination {
     /// One shared queue, by name. The queue is declared if it does not exist yet, so a command
     /// sent before its consumer first starts waits for it.
     Queue(String),
+    /// A queue that keeps only the newest message published to it: a checkpoint, read with
+    /// [`Bus::take_latest`]. Declared like a shared queue, with room for one message; each
+    /// publish replaces what was there.
+    Latest(String),
+}
+
+/// How a durable queue is declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Every message, until consumed.
+    Shared,
+    /// The newest message only ([`Destination::Latest`]).
+    Latest,
 }
 
 /// Which queue a consumer reads.
@@ -247,7 +260,16 @@ impl Bus {
     pub async fn get(&self, queue: &str) -> Result<Option<Delivery>, Error> {
         match &self.transport {
             Transport::Memory(broker) => broker.get(queue),
-            Transport::Rabbit(broker) => broker.get(queue).await,
+            Transport::Rabbit(broker) => broker.get(queue, Shape::Shared).await,
+        }
+    }
+
+    /// Takes what a [`Destination::Latest`] queue holds (the newest message published to it),
+    /// if anything, without waiting.
+    pub async fn take_latest(&self, queue: &str) -> Result<Option<Delivery>, Error> {
+        match &self.transport {
+            Transport::Memory(broker) => broker.get(queue),
+            Transport::Rabbit(broker) => broker.get(queue, Shape::Latest).await,
         }
     }
 

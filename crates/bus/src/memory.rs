@@ -77,6 +77,16 @@ impl Queue {
         self.changed.notify_waiters();
     }
 
+    /// Keeps `stored` alone: what was waiting is dropped, as RabbitMQ drops the head of a full
+    /// queue.
+    fn replace(&self, stored: Stored) {
+        let mut ready = lock(&self.ready);
+        ready.clear();
+        ready.push_back(stored);
+        drop(ready);
+        self.changed.notify_waiters();
+    }
+
     fn push_front(&self, stored: Stored) {
         lock(&self.ready).push_front(stored);
         self.changed.notify_waiters();
@@ -153,6 +163,12 @@ impl Broker {
                 }
             }
             Destination::Queue(name) => self.queue(name).push_back(Stored {
+                expires_at: expiry(&message),
+                message,
+                routing_key: name.clone(),
+                delivery_count: 0,
+            }),
+            Destination::Latest(name) => self.queue(name).replace(Stored {
                 expires_at: expiry(&message),
                 message,
                 routing_key: name.clone(),

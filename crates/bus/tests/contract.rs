@@ -459,6 +459,33 @@ async fn get_takes_one_message_without_waiting(mut h: Harness) {
     h.finish().await;
 }
 
+async fn a_latest_queue_keeps_only_the_newest_message(mut h: Harness) {
+    let queue = h.queue("checkpoint");
+    assert!(h.bus.take_latest(&queue).await.unwrap().is_none());
+    for n in 1..=3 {
+        h.bus
+            .publish(
+                Destination::Latest(queue.clone()),
+                Message::new(format!("seq {n}")),
+            )
+            .await
+            .unwrap();
+    }
+    let got = h
+        .bus
+        .take_latest(&queue)
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    assert_eq!(body(&got), "seq 3", "the newest, the older ones dropped");
+    got.ack().await.unwrap();
+    assert!(
+        h.bus.take_latest(&queue).await.unwrap().is_none(),
+        "one was kept, not three"
+    );
+    h.finish().await;
+}
+
 async fn a_lock_has_one_holder_at_a_time(h: Harness) {
     let name = format!("test-{}", h.id);
     let held = h.bus.lock(&name).await.unwrap();
@@ -541,6 +568,7 @@ contract!(
     late_reply_still_reaches_a_patient_requester,
     closed_bus_ends_consumers_and_refuses_publishes,
     get_takes_one_message_without_waiting,
+    a_latest_queue_keeps_only_the_newest_message,
     a_lock_has_one_holder_at_a_time,
     expired_requests_are_not_delivered,
 );

@@ -231,3 +231,85 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
     bus.close().await;
     sim.stop().await.unwrap();
 }
+
+/// A gateway process killed with SIGKILL (an OOM kill, a lost node) under steady load: its
+/// successor RESUMEs the session the dead one last checkpointed, Discord replays what the dead
+/// one had not published, and every command is answered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_gateway_is_resumed_and_no_command_is_lost() {
+    let mut config = SimConfig::default();
+    config.world.recommended_shards = 1;
+    let generous = discord_sim::world::Limit {
+        limit: 100_000,
+        window_ms: 1_000,
+    };
+    config.world.rate_limits.messages_per_channel = generous;
+    config.world.rate_limits.global = generous;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("sigkill");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
+    let _worker = spawn_disco(binary, &["command-worker"], &sim, &vhost);
+    tests::until_queues(&vhost, &["disco.command-worker"]).await;
+    let mut gateway = Gateway::start(&sim, &vhost, &[]);
+    until_shards_connected(&control, 1).await;
+
+    // 40 commands a second; the gateway dies two and a half seconds in (after a checkpoint),
+    // and its successor starts a second later.
+    let guild = &sim.world.guilds[0];
+    let (channel, member) = (guild.channels[0].id, guild.members[0].id);
+    let mut said = Vec::new();
+    let mut successor = None;
+    for n in 0..240 {
+        let message = control.say(channel, member, "~~ping").await.unwrap();
+        said.push(message["id"].as_str().unwrap().to_owned());
+        if n == 100 {
+            gateway.child.start_kill().unwrap();
+            gateway.child.wait().await.unwrap();
+        }
+        if n == 140 {
+            successor = Some(Gateway::start(&sim, &vhost, &[]));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let mut answered = BTreeMap::new();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            answered.clear();
+            for entry in control.sent().await.unwrap() {
+                if entry["kind"] == "message" {
+                    *answered
+                        .entry(entry["nonce"].as_str().unwrap_or_default().to_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+            if said.iter().all(|id| answered.contains_key(id)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let missing = said.iter().filter(|id| !answered.contains_key(*id)).count();
+        panic!("{missing} of {} commands were never answered", said.len())
+    });
+    assert!(
+        answered.values().all(|&n| n == 1),
+        "a command answered twice"
+    );
+    let log = &shard_logs(&control).await[0];
+    assert_eq!(
+        log["identifies"].as_array().unwrap().len(),
+        1,
+        "the successor resumed, it did not identify: {log}"
+    );
+    assert_eq!(log["resumes"].as_array().unwrap().len(), 1, "{log}");
+    assert!(control.violations().await.unwrap().is_empty());
+
+    assert!(successor.unwrap().terminate().await.success());
+    sim.stop().await.unwrap();
+}

@@ -265,6 +265,7 @@ impl GatewayShard {
             let _ = metrics.identifies.get_or_create(&label);
             let _ = metrics.resumes.get_or_create(&label);
             let _ = metrics.shard_state.get_or_create(&label);
+            let _ = metrics.checkpoint_seconds.get_or_create(&label);
         }
         for event in &config.events {
             let label = metrics::EventLabel {
@@ -356,6 +357,9 @@ impl GatewayShard {
                 ready: Arc::clone(&self.ready),
                 index,
                 last_sequence,
+                pending: std::collections::VecDeque::new(),
+                checkpointed: None,
+                checkpointing: None,
             };
             tasks.spawn(task.run(stop.clone()));
         }
@@ -386,7 +390,7 @@ async fn take_saved_session(
 ) -> Result<Option<SavedSession>, Error> {
     let queue = route::session_queue(shard);
     let mut newest: Option<SavedSession> = None;
-    while let Some(delivery) = bus.get(&queue).await? {
+    while let Some(delivery) = bus.take_latest(&queue).await? {
         match disco_proto::decode::<SavedSession>(&delivery.message.body) {
             Ok(saved) if saved.shard_total == total && saved.shard_id == shard => {
                 if newest

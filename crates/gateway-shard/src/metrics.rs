@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub(crate) shard_state: Family<ShardLabel, Gauge>,
     pub(crate) shard_count: Gauge,
     pub(crate) heartbeat_seconds: Family<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub(crate) checkpoint_seconds: Family<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub(crate) identifies: Family<ShardLabel, Counter>,
     pub(crate) resumes: Family<ShardLabel, Counter>,
     pub(crate) closes: Family<CloseLabel, Counter>,
@@ -59,6 +60,7 @@ impl Metrics {
             shard_state: Family::default(),
             shard_count: Gauge::default(),
             heartbeat_seconds: Family::default(),
+            checkpoint_seconds: Family::default(),
             identifies: Family::default(),
             resumes: Family::default(),
             closes: Family::default(),
@@ -110,6 +112,11 @@ impl Metrics {
             "heartbeat_latency_seconds",
             "The shard's latest heartbeat round trip",
             metrics.heartbeat_seconds.clone(),
+        );
+        r.register(
+            "checkpoint_timestamp_seconds",
+            "When the shard last checkpointed its session (Unix seconds): its age is how much a crash would replay",
+            metrics.checkpoint_seconds.clone(),
         );
         r.register(
             "identifies",

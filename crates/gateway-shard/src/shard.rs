@@ -2,7 +2,7 @@
 //! so a slow broker slows the reading and Discord's RESUME covers the gap), send the commands
 //! other services ask for, and on shutdown close resumably and save the session.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +29,10 @@ use crate::{Error, frame};
 
 type Publish =
     Pin<Box<dyn std::future::Future<Output = (String, Result<(), bus::Error>, Duration)> + Send>>;
+
+/// How often a shard checkpoints its session (when its confirmed sequence moved), so a process
+/// that dies any way at all leaves its successor a session to RESUME.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 /// A shard command that cannot be sent, now or ever: it is dead-lettered with this reason.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,13 @@ pub(crate) struct ShardTask {
     /// The last sequence published in the current session: a replayed dispatch at or below it
     /// was published already.
     pub(crate) last_sequence: Option<u64>,
+    /// The sequences of the publishes waiting for their confirm, oldest first (in the order of
+    /// the `in_flight` futures, which complete in order).
+    pub(crate) pending: VecDeque<u64>,
+    /// The sequence of the last checkpoint sent.
+    pub(crate) checkpointed: Option<u64>,
+    /// The checkpoint on its way to the broker, if one is.
+    pub(crate) checkpointing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ShardTask {
@@ -98,6 +109,8 @@ impl ShardTask {
         let mut draining: Option<Instant> = None;
         let drained = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(drained);
+        let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let room = in_flight.len() < self.buffer;
             tokio::select! {
@@ -110,13 +123,17 @@ impl ShardTask {
                 }
                 () = &mut drained, if draining.is_some() => break,
                 Some((event, result, waited)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.pending.pop_front();
                     self.confirmed(&event, result, waited);
                     self.metrics.buffered.dec();
                 }
+                // Before reading: under load the shard always has something to read.
+                _ = checkpoint.tick() => self.checkpoint(),
                 message = self.shard.next(), if room => match message {
                     Some(Ok(GatewayMessage::Text(text))) => {
                         if let Some(publish) = self.on_text(text) {
                             self.metrics.buffered.inc();
+                            self.pending.extend(self.last_sequence);
                             in_flight.push_back(publish);
                         }
                     }
@@ -161,6 +178,77 @@ impl ShardTask {
         }
         drop(commands);
         self.stop(in_flight).await
+    }
+
+    /// The sequence up to which every dispatch of the session is published (or meant to be
+    /// dropped): what a successor may RESUME from without losing anything.
+    fn confirmed_sequence(&self) -> Option<u64> {
+        match self.pending.front() {
+            Some(oldest) => oldest.checked_sub(1).min(self.last_sequence),
+            None => self.last_sequence,
+        }
+    }
+
+    /// The session as the next process needs it to RESUME from `sequence`.
+    fn saved_session(&self, sequence: u64) -> Option<SavedSession> {
+        let (Some(session), Some(resume_url)) = (self.shard.session(), self.shard.resume_url())
+        else {
+            return None;
+        };
+        Some(SavedSession {
+            shard_id: self.id(),
+            shard_total: self.shard.id().total(),
+            session_id: session.id().to_owned(),
+            sequence,
+            resume_url: resume_url.to_owned(),
+            saved_at_ms: i64::try_from(unix_ms()).unwrap_or(i64::MAX),
+            ..Default::default()
+        })
+    }
+
+    /// Sends the session, as far as it is confirmed, to the shard's checkpoint queue (which
+    /// keeps only the newest): one checkpoint on its way at a time, in the background, so a
+    /// slow broker never holds up reading (and heartbeating).
+    fn checkpoint(&mut self) {
+        let Some(sequence) = self.confirmed_sequence() else {
+            return;
+        };
+        if self.checkpointed == Some(sequence)
+            || self
+                .checkpointing
+                .as_ref()
+                .is_some_and(|task| !task.is_finished())
+        {
+            return;
+        }
+        let Some(saved) = self.saved_session(sequence) else {
+            return;
+        };
+        self.checkpointed = Some(sequence);
+        let (bus, shard, metrics) = (self.bus.clone(), self.id(), self.metrics.clone());
+        let label = self.label();
+        self.checkpointing = Some(tokio::spawn(async move {
+            let published = bus
+                .publish(
+                    Destination::Latest(route::session_queue(shard)),
+                    Message::new(saved.encode_current()),
+                )
+                .await;
+            match published {
+                Ok(()) => {
+                    debug!(shard, sequence, "session checkpointed");
+                    metrics
+                        .checkpoint_seconds
+                        .get_or_create(&label)
+                        .set(unix_ms() as f64 / 1000.0);
+                }
+                Err(error) => warn!(
+                    shard,
+                    error = &error as &dyn std::error::Error,
+                    "cannot checkpoint the session"
+                ),
+            }
+        }));
     }
 
     /// Reads a text frame; the publish to wait for, if it is a dispatch to publish.
@@ -331,24 +419,22 @@ impl ShardTask {
             self.confirmed(&event, result, waited);
         }
         self.set_ready(false);
-        let (Some(session), Some(resume_url)) = (self.shard.session(), self.shard.resume_url())
+        // A checkpoint still on its way must not land after (and over) this last one.
+        if let Some(running) = self.checkpointing.take() {
+            let _ = running.await;
+        }
+        let Some(saved) = self
+            .shard
+            .session()
+            .and_then(|session| self.saved_session(session.sequence()))
         else {
             info!(shard = id, "no session to save");
             return Ok(());
         };
-        let saved = SavedSession {
-            shard_id: id,
-            shard_total: self.shard.id().total(),
-            session_id: session.id().to_owned(),
-            sequence: session.sequence(),
-            resume_url: resume_url.to_owned(),
-            saved_at_ms: i64::try_from(unix_ms()).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
         let sequence = saved.sequence;
         self.bus
             .publish(
-                Destination::Queue(route::session_queue(id)),
+                Destination::Latest(route::session_queue(id)),
                 Message::new(saved.encode_current()),
             )
             .await?;

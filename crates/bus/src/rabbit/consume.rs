@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::codec::{delivery_count, message_of};
 use super::{Backoff, Broker, IfUnroutable, Via, declare_shared};
 use crate::message::{Settle, Settling};
-use crate::{Delivery, Error, Exchange, Message, QueueKind, Subscription};
+use crate::{Delivery, Error, Exchange, Message, QueueKind, Shape, Subscription};
 use disco_proto::route::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
 
 impl Broker {
@@ -39,7 +39,7 @@ impl Broker {
             .await?;
         let queue = match &subscription.queue {
             QueueKind::Shared(name) => {
-                declare_shared(&channel, name).await?;
+                declare_shared(&channel, name, Shape::Shared).await?;
                 name.clone()
             }
             QueueKind::Private => channel
@@ -87,9 +87,13 @@ impl Broker {
     }
 
     /// The next message of a shared queue, if it has one now (AMQP `basic.get`).
-    pub(crate) async fn get(self: &Arc<Self>, name: &str) -> Result<Option<Delivery>, Error> {
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        name: &str,
+        shape: Shape,
+    ) -> Result<Option<Delivery>, Error> {
         let channel = self.open_channel().await?;
-        declare_shared(&channel, name).await?;
+        declare_shared(&channel, name, shape).await?;
         let Some(got) = channel
             .basic_get(name.into(), lapin::options::BasicGetOptions::default())
             .await?

@@ -35,7 +35,7 @@ mod publish;
 pub(crate) use consume::Consumer;
 
 use crate::message::Replies;
-use crate::{Error, Limits};
+use crate::{Error, Limits, Shape};
 use codec::message_of;
 use disco_proto::Secret;
 use disco_proto::route::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
@@ -110,8 +110,8 @@ enum Via {
 enum IfUnroutable {
     /// Fail with [`Error::Unroutable`].
     Refuse,
-    /// The routing key is a queue name: declare the queue and publish again.
-    DeclareQueue,
+    /// The routing key is a queue name: declare the queue (of this shape) and publish again.
+    DeclareQueue(Shape),
     /// Drop it. Only for replies, which RabbitMQ drops anyway when their requester is gone.
     /// (Seen with RabbitMQ 3.10: a mandatory reply to a requester that was still waiting came
     /// back unroutable, so replies cannot be mandatory.)
@@ -205,7 +205,7 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
-        declare_shared(&channel, DEAD_LETTER_EXCHANGE).await?;
+        declare_shared(&channel, DEAD_LETTER_EXCHANGE, Shape::Shared).await?;
         channel
             .queue_bind(
                 DEAD_LETTER_EXCHANGE.into(),
@@ -358,12 +358,24 @@ impl Broker {
 }
 
 /// Declares a shared queue: durable, quorum (replicated, and it counts deliveries).
-pub(super) async fn declare_shared(channel: &Channel, name: &str) -> Result<(), Error> {
+pub(super) async fn declare_shared(
+    channel: &Channel,
+    name: &str,
+    shape: Shape,
+) -> Result<(), Error> {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
+    if shape == Shape::Latest {
+        // Room for one: a new message drops the one before it.
+        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+    }
     channel
         .queue_declare(
             name.into(),

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::codec::properties_of;
 use super::{Backoff, Broker, DIRECT_REPLY_TO, IfUnroutable, Via, declare_shared};
-use crate::{Destination, Error, Message, PendingReply};
+use crate::{Destination, Error, Message, PendingReply, Shape};
 use disco_proto::route::EVENTS_EXCHANGE;
 
 impl Broker {
@@ -45,9 +45,10 @@ impl Broker {
             match outcome {
                 Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
                 Ok(Confirmation::Ack(Some(_returned)))
-                    if if_unroutable == IfUnroutable::DeclareQueue && !declared =>
+                    if let IfUnroutable::DeclareQueue(shape) = if_unroutable
+                        && !declared =>
                 {
-                    declare_shared(&channel, routing_key).await?;
+                    declare_shared(&channel, routing_key, shape).await?;
                     declared = true;
                 }
                 Ok(Confirmation::Ack(Some(_returned))) => {
@@ -94,7 +95,17 @@ impl Broker {
                     "",
                     queue,
                     &message,
-                    IfUnroutable::DeclareQueue,
+                    IfUnroutable::DeclareQueue(Shape::Shared),
+                )
+                .await
+            }
+            Destination::Latest(queue) => {
+                self.send(
+                    Via::Publisher,
+                    "",
+                    queue,
+                    &message,
+                    IfUnroutable::DeclareQueue(Shape::Latest),
                 )
                 .await
             }
@@ -120,13 +131,13 @@ impl Broker {
                 )
                 .await?
             }
-            Destination::Queue(queue) => {
+            Destination::Queue(queue) | Destination::Latest(queue) => {
                 self.send(
                     Via::Requester,
                     "",
                     queue,
                     &message,
-                    IfUnroutable::DeclareQueue,
+                    IfUnroutable::DeclareQueue(Shape::Shared),
                 )
                 .await?
             }
