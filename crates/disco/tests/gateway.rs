@@ -313,3 +313,68 @@ async fn a_sigkilled_gateway_is_resumed_and_no_command_is_lost() {
     assert!(successor.unwrap().terminate().await.success());
     sim.stop().await.unwrap();
 }
+
+/// RabbitMQ out of reach for long while members keep talking: the publish buffer fills, and
+/// the shard still reads (so it heartbeats: a silent client loses its session, as on Discord),
+/// leaves what does not fit for Discord to replay, and once the broker is back RESUMEs from
+/// before the gap. The outage is scaled to the world's heartbeat (1 s here; Discord's is about
+/// 41 s): 12 s is five times the time a silent connection is allowed, as 60 s is on Discord.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
+    const COUNT: usize = 300;
+    let mut config = SimConfig::default();
+    config.world.recommended_shards = 1;
+    config.world.heartbeat_interval_ms = 1_000;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("long-outage");
+    let bus = bus_on(&vhost, "test").await;
+    let mut messages = bus
+        .subscribe(
+            Subscription::shared("test.messages")
+                .bind(route::every_shard("MESSAGE_CREATE"))
+                .prefetch(256),
+        )
+        .await
+        .unwrap();
+    let gateway = Gateway::start(&sim, &vhost, &["--publish-buffer", "32"]);
+    until_shards_connected(&control, 1).await;
+
+    // The broker refuses the gateway: no permission on the virtual host, its connection closed.
+    rabbitmqctl(&["clear_permissions", "-p", vhost.name(), "guest"]);
+    let pid = gateway.pid().to_string();
+    let listed = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "-p",
+        vhost.name(),
+        "pid",
+        "client_properties",
+    ]);
+    for line in listed.lines().filter(|l| l.contains(&format!("pid {pid}"))) {
+        let connection = line.split_whitespace().next().unwrap();
+        rabbitmqctl(&["close_connection", connection, "long outage test"]);
+    }
+    say_many(&sim, "during", COUNT).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    rabbitmqctl(&["set_permissions", "-p", vhost.name(), "guest", ".*", ".*", ".*"]);
+
+    let mut seen = BTreeSet::new();
+    while seen.len() < COUNT {
+        seen.insert(content(&mut messages).await);
+    }
+    let log = &shard_logs(&control).await[0];
+    assert_eq!(
+        log["identifies"].as_array().unwrap().len(),
+        1,
+        "the session outlived the outage: {log}"
+    );
+    assert!(control.violations().await.unwrap().is_empty());
+    assert!(gateway.terminate().await.success());
+    drop(messages);
+    bus.close().await;
+    sim.stop().await.unwrap();
+}

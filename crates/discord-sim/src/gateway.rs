@@ -96,6 +96,9 @@ async fn connection(sim: Arc<Sim>, socket: WebSocket, query: GatewayQuery) {
         return;
     }
 
+    // A client that stopped heartbeating loses its session, not only its connection: Discord
+    // says to "reconnect and start a new one" after 4009.
+    let mut timed_out = false;
     let closed_with: Option<u16> = loop {
         let deadline = tokio::time::Instant::from_std(conn.last_heartbeat + heartbeat_timeout);
         tokio::select! {
@@ -138,6 +141,7 @@ async fn connection(sim: Arc<Sim>, socket: WebSocket, query: GatewayQuery) {
                 None => break None,
             },
             () = tokio::time::sleep_until(deadline) => {
+                timed_out = true;
                 let _ = sink.send(close(4009, "Session timed out")).await;
                 break Some(4009);
             }
@@ -157,7 +161,7 @@ async fn connection(sim: Arc<Sim>, socket: WebSocket, query: GatewayQuery) {
             log.closes.push((now_ms(), code));
         }
         // Discord ends the session for these; the client must identify again.
-        if closed_with.is_some_and(|code| !resumable_close(code)) {
+        if timed_out || closed_with.is_some_and(|code| !resumable_close(code)) {
             forget_session(&mut state, session_id);
         }
     }

@@ -166,7 +166,7 @@ async fn bad_identifies_get_discords_close_codes() {
 }
 
 #[tokio::test]
-async fn a_silent_client_is_disconnected_but_may_resume() {
+async fn a_silent_client_is_disconnected_and_its_session_ends() {
     let mut config = Config::default();
     config.world.heartbeat_interval_ms = 200;
     let (sim, control) = start(config).await;
@@ -180,13 +180,13 @@ async fn a_silent_client_is_disconnected_but_may_resume() {
         }
     };
     assert_eq!(code, 4009);
-    // The session survives for RESUME, which replays what came after `seq`.
+    // As Discord says after 4009: the session is gone, a RESUME is refused (op 9, false).
     let mut socket = connect(&sim).await;
     send(&mut socket, json!({"op": 6, "d": {"token": sim.world.token, "session_id": ready["d"]["session_id"], "seq": 1}})).await;
-    let replayed = next_payload(&mut socket).await;
-    assert_eq!(replayed["t"], "GUILD_CREATE");
-    assert_eq!(replayed["s"], 2);
-    until_dispatch(&mut socket, "RESUMED").await;
+    assert_eq!(
+        next_payload(&mut socket).await,
+        json!({"op": 9, "d": false})
+    );
     assert!(rules(&control).await.is_empty());
     socket.close(None).await.unwrap();
     sim.stop().await.unwrap();

@@ -360,6 +360,7 @@ impl GatewayShard {
                 pending: std::collections::VecDeque::new(),
                 checkpointed: None,
                 checkpointing: None,
+                gap: None,
             };
             tasks.spawn(task.run(stop.clone()));
         }

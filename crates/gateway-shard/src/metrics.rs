@@ -29,6 +29,7 @@ pub(crate) struct Metrics {
     pub(crate) published: Family<EventLabel, Counter>,
     pub(crate) unrouted: Family<EventLabel, Counter>,
     pub(crate) duplicates: Counter,
+    pub(crate) deferred: Counter,
     pub(crate) confirm_seconds: Histogram,
     pub(crate) publish_failures: Counter,
     pub(crate) buffered: Gauge,
@@ -54,6 +55,7 @@ impl Metrics {
             published: Family::default(),
             unrouted: Family::default(),
             duplicates: Counter::default(),
+            deferred: Counter::default(),
             confirm_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
             publish_failures: Counter::default(),
             buffered: Gauge::default(),
@@ -82,6 +84,11 @@ impl Metrics {
             "events_duplicate",
             "Replayed dispatches already published in this session (skipped)",
             metrics.duplicates.clone(),
+        );
+        r.register(
+            "events_deferred",
+            "Dispatches left for Discord to replay because the publish buffer was full",
+            metrics.deferred.clone(),
         );
         r.register(
             "publish_confirm_seconds",

@@ -68,6 +68,11 @@ pub(crate) struct ShardTask {
     pub(crate) checkpointed: Option<u64>,
     /// The checkpoint on its way to the broker, if one is.
     pub(crate) checkpointing: Option<tokio::task::JoinHandle<()>>,
+    /// The sequence of the first dispatch left unpublished because the publish buffer was full
+    /// (the broker is slow or down). The shard goes on reading, so it goes on heartbeating and
+    /// its session lives; once the buffer has room, it RESUMEs from just before this sequence
+    /// and Discord replays the rest.
+    pub(crate) gap: Option<u64>,
 }
 
 impl ShardTask {
@@ -129,14 +134,16 @@ impl ShardTask {
                 }
                 // Before reading: under load the shard always has something to read.
                 _ = checkpoint.tick() => self.checkpoint(),
-                message = self.shard.next(), if room => match message {
-                    Some(Ok(GatewayMessage::Text(text))) => {
+                // Always read: reading is what heartbeats (twilight heartbeats as it is polled).
+                message = self.shard.next() => match message {
+                    Some(Ok(GatewayMessage::Text(text))) if room && self.gap.is_none() => {
                         if let Some(publish) = self.on_text(text) {
                             self.metrics.buffered.inc();
                             self.pending.extend(self.last_sequence);
                             in_flight.push_back(publish);
                         }
                     }
+                    Some(Ok(GatewayMessage::Text(text))) => self.defer(text),
                     Some(Ok(GatewayMessage::Close(frame))) => {
                         let code = frame.as_ref().map(|f| f.code);
                         info!(shard = id, ?code, "gateway connection closed");
@@ -164,6 +171,9 @@ impl ShardTask {
                     None => break,
                 },
             }
+            if self.gap.is_some() && in_flight.len() <= self.buffer / 2 && draining.is_none() {
+                self.resume_from_gap().await;
+            }
             // The state changes inside twilight (op 7, op 9, reconnects): follow it.
             let active = matches!(self.shard.state(), ShardState::Active);
             if active != self.ready[self.index].load(Ordering::Relaxed) {
@@ -183,10 +193,73 @@ impl ShardTask {
     /// The sequence up to which every dispatch of the session is published (or meant to be
     /// dropped): what a successor may RESUME from without losing anything.
     fn confirmed_sequence(&self) -> Option<u64> {
-        match self.pending.front() {
+        let published = match self.pending.front() {
             Some(oldest) => oldest.checked_sub(1).min(self.last_sequence),
             None => self.last_sequence,
+        };
+        match self.gap {
+            Some(gap) => published.min(gap.checked_sub(1)),
+            None => published,
         }
+    }
+
+    /// A frame read while the publish buffer is full: a dispatch is left for Discord to replay
+    /// (the first one opens the gap); a new session (READY) ends any hope of that.
+    fn defer(&mut self, text: String) {
+        let Some(dispatch) = frame::dispatch(&text) else {
+            return;
+        };
+        match dispatch.event {
+            "READY" => {
+                if let Some(gap) = self.gap.take() {
+                    warn!(
+                        shard = self.id(),
+                        gap, "a new session began; dispatches from the gap on are lost"
+                    );
+                }
+                let _ = self.on_text(text);
+            }
+            "RESUMED" => {
+                let _ = self.on_text(text);
+            }
+            _ => {
+                if self.gap.is_none() {
+                    warn!(
+                        shard = self.id(),
+                        sequence = dispatch.sequence,
+                        "the publish buffer is full: reading on (to keep the session), and Discord will replay from here"
+                    );
+                    self.gap = Some(dispatch.sequence);
+                }
+                self.metrics.deferred.inc();
+            }
+        }
+    }
+
+    /// The buffer has room again after a gap: closes the connection resumably and RESUMEs the
+    /// session from just before the gap, so Discord replays every dispatch left unpublished.
+    async fn resume_from_gap(&mut self) {
+        let Some(gap) = self.gap.take() else {
+            return;
+        };
+        let (Some(session), Some(resume_url)) = (self.shard.session(), self.shard.resume_url())
+        else {
+            return;
+        };
+        let sequence = gap.saturating_sub(1);
+        let (session_id, resume_url) = (session.id().to_owned(), resume_url.to_owned());
+        info!(
+            shard = self.id(),
+            sequence, "the broker keeps up again: resuming so Discord replays the gap"
+        );
+        self.close_resumably(None).await;
+        let config = twilight_gateway::ConfigBuilder::from(self.shard.config().clone())
+            .session(twilight_gateway::Session::new(sequence, session_id))
+            .resume_url(resume_url)
+            .build();
+        self.shard = Shard::with_config(self.shard.id(), config);
+        self.last_sequence = Some(sequence);
+        self.set_ready(false);
     }
 
     /// The session as the next process needs it to RESUME from `sequence`.
@@ -382,18 +455,20 @@ impl ShardTask {
 
     /// Closes resumably, publishes what is still waiting, and saves the session for the next
     /// process that owns this shard.
-    async fn stop(mut self, mut in_flight: FuturesOrdered<Publish>) -> Result<(), Error> {
-        let id = self.id();
+    /// Closes the connection with the resume code and polls until the close is on its way, and
+    /// no further: twilight reconnects (and would RESUME) as soon as the server's echo closes
+    /// the socket. What is read meanwhile is published into `in_flight`, or, without one, left
+    /// for Discord to replay. A close that does not get out is no loss: Discord keeps a session
+    /// resumable after an abnormal closure too.
+    async fn close_resumably(&mut self, mut in_flight: Option<&mut FuturesOrdered<Publish>>) {
         self.shard.close(CloseFrame::RESUME);
-        // Poll until the close frame is on its way, publishing what is read meanwhile, and no
-        // further: twilight reconnects (and would RESUME) as soon as the server's echo closes
-        // the socket. A close that does not get out is no loss: Discord keeps a session
-        // resumable after an abnormal closure too.
         let closing = std::future::poll_fn(|cx| {
             loop {
                 match self.shard.poll_next_unpin(cx) {
                     Poll::Ready(Some(Ok(GatewayMessage::Text(text)))) => {
-                        if let Some(publish) = self.on_text(text) {
+                        if let Some(in_flight) = in_flight.as_deref_mut()
+                            && let Some(publish) = self.on_text(text)
+                        {
                             in_flight.push_back(publish);
                         }
                     }
@@ -413,20 +488,28 @@ impl ShardTask {
             .await
             .is_err()
         {
-            warn!(shard = id, "the shard did not close in 5 s");
+            warn!(shard = self.id(), "the shard did not close in 5 s");
         }
+    }
+
+    async fn stop(mut self, mut in_flight: FuturesOrdered<Publish>) -> Result<(), Error> {
+        let id = self.id();
+        // Anything left in a gap is replayed to the successor, which RESUMEs from before it.
+        let publish_meanwhile = self.gap.is_none();
+        self.close_resumably(publish_meanwhile.then_some(&mut in_flight))
+            .await;
         while let Some((event, result, waited)) = in_flight.next().await {
             self.confirmed(&event, result, waited);
         }
+        self.pending.clear();
         self.set_ready(false);
         // A checkpoint still on its way must not land after (and over) this last one.
         if let Some(running) = self.checkpointing.take() {
             let _ = running.await;
         }
         let Some(saved) = self
-            .shard
-            .session()
-            .and_then(|session| self.saved_session(session.sequence()))
+            .confirmed_sequence()
+            .and_then(|sequence| self.saved_session(sequence))
         else {
             info!(shard = id, "no session to save");
             return Ok(());
