@@ -360,7 +360,15 @@ async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
     }
     say_many(&sim, "during", COUNT).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    rabbitmqctl(&["set_permissions", "-p", vhost.name(), "guest", ".*", ".*", ".*"]);
+    rabbitmqctl(&[
+        "set_permissions",
+        "-p",
+        vhost.name(),
+        "guest",
+        ".*",
+        ".*",
+        ".*",
+    ]);
 
     let mut seen = BTreeSet::new();
     while seen.len() < COUNT {
@@ -376,5 +384,66 @@ async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
     assert!(gateway.terminate().await.success());
     drop(messages);
     bus.close().await;
+    sim.stop().await.unwrap();
+}
+
+/// A gateway pod in a crash loop (killed as soon as it has a session, 50 times) against a
+/// daily budget of 20 identifies with a floor of 10: it RESUMEs from its checkpoint where it
+/// can, identifies otherwise, and once the budget is down to the floor it refuses to start,
+/// so no more than 10 identifies are ever spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_gateway_never_spends_the_identify_floor() {
+    let mut config = SimConfig::default();
+    config.world.recommended_shards = 1;
+    config.world.session_start_limit = 20;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("budget");
+    let sessions = |log: &Value| {
+        log["identifies"].as_array().map_or(0, Vec::len)
+            + log["resumes"].as_array().map_or(0, Vec::len)
+    };
+    let (mut refused, mut resumed_or_identified) = (0, 0);
+    for round in 0..50 {
+        let before = shard_logs(&control).await.first().map_or(0, sessions);
+        let mut gateway = Gateway::start(&sim, &vhost, &["--identify-floor", "10"]);
+        let exited = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(status) = gateway.child.try_wait().unwrap() {
+                    return Some(status);
+                }
+                if shard_logs(&control).await.first().map_or(0, sessions) > before {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: neither a session nor an exit in time"));
+        match exited {
+            Some(status) => {
+                assert!(!status.success(), "a refusal exits non-zero");
+                refused += 1;
+            }
+            None => {
+                resumed_or_identified += 1;
+                gateway.child.start_kill().unwrap();
+                gateway.child.wait().await.unwrap();
+            }
+        }
+    }
+    let started = control.get("/shards").await.unwrap()["sessions_started"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        started <= 10,
+        "{started} identifies spent: the floor (10 of 20) was not kept"
+    );
+    assert!(refused > 0, "at the floor, the gateway refuses to start");
+    eprintln!(
+        "{started} identifies, {resumed_or_identified} sessions, {refused} refusals in 50 starts"
+    );
     sim.stop().await.unwrap();
 }

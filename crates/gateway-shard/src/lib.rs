@@ -169,11 +169,16 @@ pub struct Config {
     pub events: BTreeSet<String>,
     /// How many publishes a shard may have waiting for their confirm before it stops reading.
     pub publish_buffer: usize,
+    /// Identifies of the daily session budget never spent, by any process of the bot: the
+    /// reserve for a real emergency (running out ends every session and resets the token).
+    pub identify_floor: u32,
 }
 
 impl Config {
     /// Publishes a shard may have waiting for their confirm, unless set.
     pub const DEFAULT_PUBLISH_BUFFER: usize = 1024;
+    /// Identifies of the daily budget kept in reserve, unless set (of Discord's 1,000).
+    pub const DEFAULT_IDENTIFY_FLOOR: u32 = 100;
 
     /// Shards `shards` of the bot with `token`; every other field at its default (the gateway
     /// URL Discord names, the default intents and events).
@@ -185,6 +190,7 @@ impl Config {
             intents: default_intents(),
             events: DEFAULT_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
             publish_buffer: Self::DEFAULT_PUBLISH_BUFFER,
+            identify_floor: Self::DEFAULT_IDENTIFY_FLOOR,
         }
     }
 
@@ -214,14 +220,16 @@ pub enum Error {
     GatewayInfo(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Not enough identifies left today for the shards that cannot resume.
     #[error(
-        "the daily session budget has {remaining} identifies left and {needed} shards need one \
-         (it resets in {reset_after_ms} ms); refusing to start"
+        "the daily session budget has {remaining} identifies left, {needed} shards need one and \
+         {floor} are kept in reserve (it resets in {reset_after_ms} ms); refusing to start"
     )]
     SessionBudget {
         /// Identifies left.
         remaining: u64,
         /// Shards without a session to resume.
         needed: u64,
+        /// Identifies never spent (`DISCO_IDENTIFY_FLOOR`).
+        floor: u64,
         /// When the budget resets.
         reset_after_ms: u64,
     },
@@ -259,6 +267,7 @@ impl GatewayShard {
     ) -> Self {
         let metrics = metrics::Metrics::register(registry);
         metrics.shard_count.set(config.shards.total().into());
+        metrics.identify_floor.set(config.identify_floor.into());
         // Every owned shard from the start, so a dashboard shows 0 rather than nothing.
         for shard in config.shards.ids() {
             let label = metrics::ShardLabel { shard };
@@ -313,10 +322,15 @@ impl GatewayShard {
         }
         let needed = saved.iter().filter(|s| s.is_none()).count() as u64;
         let remaining = u64::from(limit.remaining);
-        if needed > remaining {
+        let floor = u64::from(self.config.identify_floor);
+        self.metrics
+            .session_start_remaining
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        if needed + floor > remaining {
             return Err(Error::SessionBudget {
                 remaining,
                 needed,
+                floor,
                 reset_after_ms: limit.reset_after,
             });
         }
@@ -328,7 +342,15 @@ impl GatewayShard {
             resuming = saved.iter().flatten().count(),
             "starting shards"
         );
-        let queue = queue::BusQueue::new(self.bus.clone(), u32::from(limit.max_concurrency));
+        let queue = queue::BusQueue::new(
+            self.bus.clone(),
+            u32::from(limit.max_concurrency),
+            queue::Budget {
+                rest: Arc::clone(&self.rest),
+                floor: self.config.identify_floor,
+                remaining: self.metrics.session_start_remaining.clone(),
+            },
+        );
         let events = Arc::new(self.config.events.clone());
         let stop = shutdown.child_token();
         let mut tasks = tokio::task::JoinSet::new();

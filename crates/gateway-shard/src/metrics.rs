@@ -35,6 +35,8 @@ pub(crate) struct Metrics {
     pub(crate) buffered: Gauge,
     pub(crate) shard_state: Family<ShardLabel, Gauge>,
     pub(crate) shard_count: Gauge,
+    pub(crate) session_start_remaining: Gauge,
+    pub(crate) identify_floor: Gauge,
     pub(crate) heartbeat_seconds: Family<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub(crate) checkpoint_seconds: Family<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub(crate) identifies: Family<ShardLabel, Counter>,
@@ -61,6 +63,8 @@ impl Metrics {
             buffered: Gauge::default(),
             shard_state: Family::default(),
             shard_count: Gauge::default(),
+            session_start_remaining: Gauge::default(),
+            identify_floor: Gauge::default(),
             heartbeat_seconds: Family::default(),
             checkpoint_seconds: Family::default(),
             identifies: Family::default(),
@@ -114,6 +118,16 @@ impl Metrics {
             "shard_count",
             "Shards across every gateway process (DISCO_SHARD_TOTAL): the number that should be READY",
             metrics.shard_count.clone(),
+        );
+        r.register(
+            "session_start_remaining",
+            "Identifies left in the bot's daily session budget (Discord's session_start_limit.remaining), as last read",
+            metrics.session_start_remaining.clone(),
+        );
+        r.register(
+            "identify_floor",
+            "Identifies of the daily budget this process never spends (DISCO_IDENTIFY_FLOOR)",
+            metrics.identify_floor.clone(),
         );
         r.register(
             "heartbeat_latency_seconds",

@@ -291,7 +291,7 @@ async fn a_spent_session_budget_refuses_to_start() {
     assert!(
         error
             .to_string()
-            .contains("1 identifies left and 2 shards need one"),
+            .contains("1 identifies left, 2 shards need one"),
         "{error}"
     );
     sim.stop().await.unwrap();

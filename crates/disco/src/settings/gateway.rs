@@ -46,6 +46,14 @@ pub struct GatewayArgs {
         global = true
     )]
     pub publish_buffer: usize,
+    /// Identifies of the bot's daily session budget never spent, by any gateway process.
+    #[arg(
+        long,
+        env = "DISCO_IDENTIFY_FLOOR",
+        default_value_t = Config::DEFAULT_IDENTIFY_FLOOR,
+        global = true
+    )]
+    pub identify_floor: u32,
 }
 
 /// Where each checked field comes from.
@@ -70,6 +78,7 @@ impl GatewayArgs {
         config.events = gateway_shard::parse_events(&self.events)
             .map_err(|problem| invalid("DISCO_EVENTS", "events", problem))?;
         config.publish_buffer = self.publish_buffer;
+        config.identify_floor = self.identify_floor;
         config
             .validate()
             .map_err(|e| refused(e.field, e.problem, SOURCES))?;
