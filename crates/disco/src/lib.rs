@@ -7,8 +7,8 @@
 //! - `roles`: the roles, built from checked settings; the start and stop orders.
 //! - `telemetry`: logs, and the `/metrics`, `/healthz`, `/readyz` endpoints.
 //!
-//! Only this crate reads arguments and the environment and handles signals; the roles are
-//! libraries it composes.
+//! Only this crate reads arguments and the environment (and only its binary handles
+//! signals); the roles are libraries it composes.
 
 mod roles;
 pub mod settings;

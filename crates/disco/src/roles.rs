@@ -21,9 +21,13 @@ pub(crate) type Run = Box<
 /// Disco's roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Discord's gateway shards, publishing every dispatch.
     GatewayShard,
+    /// Commands answered through Discord's REST API.
     CommandWorker,
+    /// Voice calls (songbird).
     VoiceNode,
+    /// Discord's interactions webhook.
     InteractionsIngress,
 }
 
@@ -47,6 +51,7 @@ impl Role {
         Self::GatewayShard,
     ];
 
+    /// The role's name, as the CLI, metrics, Kubernetes and the dashboards write it.
     pub fn name(self) -> &'static str {
         match self {
             Self::GatewayShard => gateway_shard::ROLE,

@@ -453,8 +453,6 @@ impl ShardTask {
         }
     }
 
-    /// Closes resumably, publishes what is still waiting, and saves the session for the next
-    /// process that owns this shard.
     /// Closes the connection with the resume code and polls until the close is on its way, and
     /// no further: twilight reconnects (and would RESUME) as soon as the server's echo closes
     /// the socket. What is read meanwhile is published into `in_flight`, or, without one, left
@@ -492,6 +490,8 @@ impl ShardTask {
         }
     }
 
+    /// Closes resumably, publishes what is still waiting, and saves the session for the next
+    /// process that owns this shard.
     async fn stop(mut self, mut in_flight: FuturesOrdered<Publish>) -> Result<(), Error> {
         let id = self.id();
         // Anything left in a gap is replayed to the successor, which RESUMEs from before it.
