@@ -241,6 +241,9 @@ pub enum Error {
         /// The close code, when known.
         code: Option<u16>,
     },
+    /// A shard's task panicked (a bug): the process stops rather than run on without it.
+    #[error("a shard task panicked: {0}")]
+    Panicked(String),
     /// The bus failed.
     #[error("the bus failed")]
     Bus(#[from] bus::Error),
@@ -388,10 +391,7 @@ impl GatewayShard {
         }
         let mut outcome = Ok(());
         while let Some(result) = tasks.join_next().await {
-            let result = result.unwrap_or_else(|panic| {
-                warn!(%panic, "a shard task panicked");
-                Ok(())
-            });
+            let result = result.unwrap_or_else(|panic| Err(Error::Panicked(panic.to_string())));
             if let Err(error) = result
                 && outcome.is_ok()
             {
@@ -399,6 +399,10 @@ impl GatewayShard {
                 stop.cancel();
                 outcome = Err(error);
             }
+        }
+        // A shard that ended for good is not ready, whatever it last said.
+        for ready in self.ready.iter() {
+            ready.store(false, Ordering::Relaxed);
         }
         outcome
     }

@@ -151,6 +151,10 @@ impl ShardTask {
                             self.metrics.closes.get_or_create(&CloseLabel { code }).inc();
                         }
                         self.set_ready(false);
+                        // 4004, 4010-4014: Discord will not take this shard again as configured.
+                        if matches!(self.shard.state(), ShardState::FatallyClosed) {
+                            return Err(Error::FatallyClosed { shard: id, code });
+                        }
                     }
                     Some(Err(error)) => {
                         if matches!(self.shard.state(), ShardState::FatallyClosed) {
@@ -159,7 +163,10 @@ impl ShardTask {
                         warn!(shard = id, error = &error as &dyn std::error::Error, "gateway error; twilight reconnects");
                         self.set_ready(false);
                     }
-                    None => return Ok(()),
+                    None => {
+                        self.set_ready(false);
+                        return Err(Error::FatallyClosed { shard: id, code: None });
+                    }
                 },
                 delivery = commands.next() => match delivery {
                     Some(delivery) => {

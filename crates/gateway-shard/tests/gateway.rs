@@ -300,3 +300,36 @@ async fn a_spent_session_budget_refuses_to_start() {
 fn config_for_two(sim: &Simulator) -> Config {
     config(sim, ShardRange::new(0, 2, 2).unwrap())
 }
+
+/// Discord closes a shard for good (4004: the token is wrong): the gateway stops with the
+/// reason, instead of running on "ready" without it, and readiness drops.
+#[tokio::test]
+async fn a_fatal_close_stops_the_gateway_with_the_reason() {
+    let (sim, control, bus, _messages) = setup().await;
+    let running = start(&sim, &bus, ShardRange::new(0, 1, 1).unwrap());
+    running.until_ready().await;
+    control
+        .post(
+            "/shards/0/disconnect",
+            &serde_json::json!({"code": 4004, "resume": false}),
+        )
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(PATIENCE, running.task)
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .expect_err("a fatal close is an error");
+    assert!(
+        matches!(
+            error,
+            gateway_shard::Error::FatallyClosed {
+                shard: 0,
+                code: Some(4004)
+            }
+        ),
+        "{error}"
+    );
+    assert!(!(running.ready)(), "readiness dropped");
+    sim.stop().await.unwrap();
+}
