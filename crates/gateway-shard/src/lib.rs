@@ -24,7 +24,7 @@ use disco_proto::v1::SavedSession;
 use disco_proto::{Secret, route};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use twilight_gateway::{ConfigBuilder, Intents, Session, Shard, ShardId};
 
 pub use disco_proto::InvalidConfig;
