@@ -447,3 +447,55 @@ async fn a_crash_looping_gateway_never_spends_the_identify_floor() {
     );
     sim.stop().await.unwrap();
 }
+
+/// Two gateway processes contend for one identify bucket, as every rollout does: that is how
+/// the lock works, not a failure, so nothing is logged as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_lock_contention_logs_no_error() {
+    let mut config = SimConfig::default();
+    config.world.recommended_shards = 2;
+    config.world.max_concurrency = 1;
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("contention");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
+    let start = |bucket: &str| {
+        let args = [
+            "gateway-shard",
+            "--shard-total",
+            "2",
+            "--buckets",
+            "2",
+            "--bucket",
+            bucket,
+        ];
+        let mut command = tests::disco_command(binary, &args, &sim, &vhost);
+        command
+            .env_remove("DISCO_LOG")
+            .stderr(std::process::Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let gateways = [start("0"), start("1")];
+    until_shards_connected(&control, 2).await;
+    let mut logs = String::new();
+    for mut gateway in gateways {
+        Command::new("kill")
+            .args(["-TERM", &gateway.id().unwrap().to_string()])
+            .status()
+            .unwrap();
+        let output = tokio::time::timeout(PATIENCE, gateway.wait_with_output())
+            .await
+            .expect("exits in time")
+            .unwrap();
+        assert!(output.status.success());
+        logs.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+    assert!(
+        logs.contains("INFO"),
+        "the default filter logs at info: {logs}"
+    );
+    assert!(!logs.contains("ERROR"), "{logs}");
+    sim.stop().await.unwrap();
+}

@@ -183,11 +183,13 @@ pub struct TelemetryArgs {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Which logs to show, as a tracing filter (`info`, `disco=debug,lapin=warn`).
+    /// Which logs to show, as a tracing filter (`info`, `disco=debug,lapin=warn`). lapin is
+    /// off by default: the bus reports every broker failure itself, with its causes, and
+    /// lapin logs a contended lock (normal) as an error.
     #[arg(
         long,
         env = "DISCO_LOG",
-        default_value = "info,lapin=error,songbird=warn",
+        default_value = "info,lapin=off,songbird=warn",
         global = true
     )]
     pub log: String,
