@@ -480,7 +480,7 @@ async fn identify_lock_contention_logs_no_error() {
     let gateways = [start("0"), start("1")];
     until_shards_connected(&control, 2).await;
     let mut logs = String::new();
-    for mut gateway in gateways {
+    for gateway in gateways {
         Command::new("kill")
             .args(["-TERM", &gateway.id().unwrap().to_string()])
             .status()
