@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::payload::{self, MessageParts, now_ms};
 use crate::state::{
-    Fault, INTENT_GUILD_MESSAGES, INTENT_GUILD_VOICE_STATES, Interaction, Out, Sent, Sim,
+    Fault, INTENT_GUILD_MESSAGE_TYPING, INTENT_GUILD_MESSAGES, INTENT_GUILD_VOICE_STATES,
+    Interaction, Out, Sent, Sim,
 };
 use crate::world::ChannelKind;
 
@@ -23,6 +24,7 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         .route("/info", get(info))
         .route("/messages", post(message))
         .route("/messages/bulk", post(bulk_messages))
+        .route("/noise", post(noise))
         .route("/interactions", post(interaction))
         .route("/voice-states", post(voice_state))
         .route("/voice/{guild_id}", get(voice_stats))
@@ -177,6 +179,48 @@ struct Bulk {
     #[serde(flatten)]
     message: NewMessage,
     count: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct Noise {
+    count: u32,
+}
+
+/// Gateway noise, as a busy bot's shards see it (scale tests, benchmarks): `count`
+/// TYPING_START dispatches, round-robin over the guilds (their first text channel, their first
+/// member), to the sessions with the typing intent.
+async fn noise(State(sim): State<Arc<Sim>>, axum::Json(noise): axum::Json<Noise>) -> Response {
+    let started = Instant::now();
+    let world = &sim.world;
+    let mut delivered = 0;
+    for n in 0..noise.count as usize {
+        let guild = &world.guilds[n % world.guilds.len()];
+        let channel = guild.channels.iter().find(|c| c.kind == ChannelKind::Text);
+        let (Some(channel), Some(member)) = (channel, guild.members.first()) else {
+            continue;
+        };
+        let now = now_ms();
+        let data = json!({
+            "channel_id": channel.id.to_string(),
+            "guild_id": guild.id.to_string(),
+            "user_id": member.id.to_string(),
+            "timestamp": now / 1000,
+            "member": payload::member(member, false, now),
+        });
+        delivered += sim.dispatch(
+            "TYPING_START",
+            Some(guild.id),
+            Some(INTENT_GUILD_MESSAGE_TYPING),
+            &data,
+            None,
+        );
+    }
+    axum::Json(json!({
+        "count": noise.count,
+        "delivered": delivered,
+        "elapsed_ms": started.elapsed().as_millis(),
+    }))
+    .into_response()
 }
 
 /// Many messages at once (benchmarks): `content` gets ` #n` appended.

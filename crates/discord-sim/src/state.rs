@@ -25,6 +25,7 @@ pub(crate) const INTENT_GUILD_MEMBERS: u64 = 1 << 1;
 pub(crate) const INTENT_GUILD_VOICE_STATES: u64 = 1 << 7;
 pub(crate) const INTENT_GUILD_PRESENCES: u64 = 1 << 8;
 pub(crate) const INTENT_GUILD_MESSAGES: u64 = 1 << 9;
+pub(crate) const INTENT_GUILD_MESSAGE_TYPING: u64 = 1 << 11;
 pub(crate) const INTENT_MESSAGE_CONTENT: u64 = 1 << 15;
 /// Every intent Discord defines (bits 0 to 25, some unused, 26-ish reserved).
 pub(crate) const INTENTS_KNOWN: u64 = (1 << 26) - 1;

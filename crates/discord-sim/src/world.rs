@@ -274,6 +274,32 @@ impl Default for World {
 }
 
 impl World {
+    /// A bot at scale: `guilds` guilds spread evenly over `shards` shards (each with a text
+    /// channel "general" and the default world's three members), identifying `max_concurrency`
+    /// shards at a time; everything else as in the default world.
+    pub fn at_scale(shards: u32, max_concurrency: u32, guilds: u32) -> Self {
+        let base = Self::default();
+        let members = base.guilds[0].members.clone();
+        Self {
+            max_concurrency,
+            recommended_shards: shards,
+            guilds: (0..u64::from(guilds))
+                .map(|n| Guild {
+                    id: snowflake(n, 0),
+                    name: format!("Guild {n}"),
+                    channels: vec![Channel {
+                        id: snowflake(n, 1),
+                        name: "general".to_owned(),
+                        kind: ChannelKind::Text,
+                    }],
+                    members: members.clone(),
+                    voice_states: Vec::new(),
+                })
+                .collect(),
+            ..base
+        }
+    }
+
     /// Reads a world from a `.json` or `.toml` file.
     pub fn load(path: &Path) -> Result<Self, WorldError> {
         let text = std::fs::read_to_string(path)?;
