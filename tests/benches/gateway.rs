@@ -1,6 +1,8 @@
 //! The gateway's cost: events published per second with confirms on (one shard, the real
 //! RabbitMQ, a consumer draining the queue), CPU per event for this process and for the broker,
-//! and the memory of an idle `disco gateway-shard` holding 16 shards.
+//! the memory of an idle `disco gateway-shard` holding 16 shards, and a bot at scale: 64 shards
+//! of 2,000 guilds in four processes (time to READY, memory per idle shard, CPU per 1,000
+//! events of typing noise, and how fast the simulator feeds them).
 //!
 //! `just bench-gateway` (it builds the release `disco` first). `EVENTS` sets the count
 //! (default 50000); `DISCO_AMQP_URL` the broker.
@@ -36,6 +38,7 @@ fn main() {
         .unwrap();
     runtime.block_on(throughput(events));
     runtime.block_on(idle_memory());
+    runtime.block_on(at_scale());
 }
 
 async fn throughput(events: u32) {
@@ -152,5 +155,75 @@ async fn idle_memory() {
         rss_kib(pid) / 16
     );
     child.kill().await.unwrap();
+    sim.stop().await.unwrap();
+}
+
+/// 64 shards (`max_concurrency` 16) of 2,000 guilds in four release `disco gateway-shard`
+/// processes: time to READY, memory per idle shard, and the CPU the processes spend per 1,000
+/// dispatches of typing noise (read and dropped: no consumer binds them).
+async fn at_scale() {
+    const SHARDS: u32 = 64;
+    const NOISE: u32 = 64_000;
+    let Some(disco) = tests::release_disco("at scale") else {
+        return;
+    };
+    let config = SimConfig {
+        world: discord_sim::World::at_scale(SHARDS, 16, 2_000),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("bench-scale");
+    let started = Instant::now();
+    let mut children: Vec<_> = (0..4)
+        .map(|bucket| {
+            let bucket = bucket.to_string();
+            let args = [
+                "gateway-shard",
+                "--shard-total",
+                "64",
+                "--buckets",
+                "4",
+                "--bucket",
+                &bucket,
+                "--intents",
+                "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_VOICE_STATES,GUILD_MESSAGE_TYPING",
+            ];
+            spawn_disco(&disco, &args, &sim, &vhost)
+        })
+        .collect();
+    until_shards_connected(&control, SHARDS as usize).await;
+    let ready_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids: Vec<u32> = children.iter().map(|c| c.id().unwrap()).collect();
+    let rss: u64 = pids.iter().map(|&pid| rss_kib(pid)).sum();
+    let cpu_before: f64 = pids.iter().map(|&pid| cpu_seconds(pid)).sum();
+    let noise = control
+        .post("/noise", &json!({"count": NOISE}))
+        .await
+        .unwrap();
+    // The noise is read as it arrives; let the processes finish reading it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu: f64 = pids.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>() - cpu_before;
+    let sim_ms = noise["elapsed_ms"].as_f64().unwrap_or(0.0);
+    println!(
+        "at scale: 64 shards READY in {:.1} s (4 processes, max_concurrency 16, 2,000 guilds)",
+        ready_in.as_secs_f64()
+    );
+    println!(
+        "at scale: {} KiB resident for 4 processes, {} KiB per idle shard",
+        rss,
+        rss / u64::from(SHARDS)
+    );
+    println!(
+        "at scale: {NOISE} typing dispatches, {:.1} ms CPU per 1,000 in the gateways; the simulator sent them at {:.0}/s",
+        cpu * 1000.0 / f64::from(NOISE) * 1000.0,
+        f64::from(NOISE) / (sim_ms / 1000.0).max(0.001)
+    );
+    for child in &mut children {
+        child.kill().await.unwrap();
+    }
     sim.stop().await.unwrap();
 }
