@@ -585,17 +585,25 @@ fn yes() -> bool {
 fn with_session(
     sim: &Sim,
     id: u32,
-    action: impl FnOnce(&mut crate::state::State, String),
+    action: impl FnOnce(&mut crate::state::State, (u32, u32), String),
 ) -> Response {
     let mut state = sim.lock();
-    let Some(session_id) = state.gateway.shard_sessions.get(&id).cloned() else {
+    // Shard `id` of the newest generation (the largest total) when two run side by side.
+    let current = state
+        .gateway
+        .shard_sessions
+        .iter()
+        .filter(|((shard, _), _)| *shard == id)
+        .max_by_key(|((_, total), _)| *total)
+        .map(|(key, session)| (*key, session.clone()));
+    let Some((key, session_id)) = current else {
         return (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": format!("shard {id} has no session")})),
         )
             .into_response();
     };
-    action(&mut state, session_id);
+    action(&mut state, key, session_id);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -608,7 +616,7 @@ async fn disconnect(
         code: default_code(),
         resume: true,
     });
-    with_session(&sim, id, |state, session_id| {
+    with_session(&sim, id, |state, key, session_id| {
         let reason = if request.resume {
             "Simulated disconnect"
         } else {
@@ -619,13 +627,13 @@ async fn disconnect(
         }
         if !request.resume {
             state.gateway.sessions.remove(&session_id);
-            state.gateway.shard_sessions.remove(&id);
+            state.gateway.shard_sessions.remove(&key);
         }
     })
 }
 
 async fn reconnect(State(sim): State<Arc<Sim>>, Path(id): Path<u32>) -> Response {
-    with_session(&sim, id, |state, session_id| {
+    with_session(&sim, id, |state, _, session_id| {
         if let Some(session) = state.gateway.sessions.get(&session_id) {
             session.send(Out::Frame(r#"{"op":7,"d":null}"#.into()));
         }
@@ -644,14 +652,14 @@ async fn invalidate(
     body: Option<axum::Json<Invalidate>>,
 ) -> Response {
     let resumable = body.is_some_and(|b| b.resumable);
-    with_session(&sim, id, |state, session_id| {
+    with_session(&sim, id, |state, key, session_id| {
         if let Some(session) = state.gateway.sessions.get(&session_id) {
             let frame = format!(r#"{{"op":9,"d":{resumable}}}"#);
             session.send(Out::Frame(frame.into()));
         }
         if !resumable {
             state.gateway.sessions.remove(&session_id);
-            state.gateway.shard_sessions.remove(&id);
+            state.gateway.shard_sessions.remove(&key);
         }
     })
 }

@@ -177,10 +177,10 @@ fn forget_session(state: &mut crate::state::State, session_id: &str) {
         if state
             .gateway
             .shard_sessions
-            .get(&session.shard.0)
+            .get(&session.shard)
             .is_some_and(|id| id == session_id)
         {
-            state.gateway.shard_sessions.remove(&session.shard.0);
+            state.gateway.shard_sessions.remove(&session.shard);
         }
         let log = state.shard_log(session.shard);
         log.session_id = None;
@@ -337,7 +337,11 @@ fn identify(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
     state.gateway.bucket_identified.insert(bucket, now);
     state.gateway.sessions_started += 1;
 
-    if let Some(old) = state.gateway.shard_sessions.get(&shard_id).cloned()
+    if let Some(old) = state
+        .gateway
+        .shard_sessions
+        .get(&(shard_id, shard_total))
+        .cloned()
         && state
             .gateway
             .sessions
@@ -406,7 +410,7 @@ fn identify(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
     state
         .gateway
         .shard_sessions
-        .insert(shard_id, session_id.clone());
+        .insert((shard_id, shard_total), session_id.clone());
     conn.session = Some(session_id);
     Next::Continue
 }
@@ -451,7 +455,7 @@ fn resume(sim: &Sim, conn: &mut Connection, d: &Value) -> Next {
     state
         .gateway
         .shard_sessions
-        .insert(shard.0, session_id.clone());
+        .insert(shard, session_id.clone());
     let log = state.shard_log(shard);
     log.resumes.push(now_ms());
     log.connected = true;

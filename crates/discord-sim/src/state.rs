@@ -311,8 +311,10 @@ pub(crate) struct State {
 pub(crate) struct GatewayState {
     pub(crate) sessions: HashMap<String, Session>,
     /// The current session of each shard id.
-    pub(crate) shard_sessions: BTreeMap<u32, String>,
-    pub(crate) shard_logs: BTreeMap<u32, ShardLog>,
+    /// The current session of each shard, by `(shard id, shard total)`: two generations of
+    /// shards (a resharding) run side by side, as Discord allows.
+    pub(crate) shard_sessions: BTreeMap<(u32, u32), String>,
+    pub(crate) shard_logs: BTreeMap<(u32, u32), ShardLog>,
     /// Last IDENTIFY per `max_concurrency` bucket.
     pub(crate) bucket_identified: HashMap<u32, Instant>,
     pub(crate) sessions_started: u32,
@@ -351,7 +353,7 @@ impl State {
     }
 
     pub(crate) fn shard_log(&mut self, shard: (u32, u32)) -> &mut ShardLog {
-        let log = self.gateway.shard_logs.entry(shard.0).or_default();
+        let log = self.gateway.shard_logs.entry(shard).or_default();
         log.shard_id = shard.0;
         log.shard_total = shard.1;
         log

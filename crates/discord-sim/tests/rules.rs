@@ -285,3 +285,49 @@ async fn without_the_content_intent_message_content_is_blank() {
     );
     sim.stop().await.unwrap();
 }
+
+/// Resharding: shard 0 of 1 and shard 0 of 2 (a new generation) run side by side, as Discord
+/// allows; an event of a guild both own reaches both, and no rule is broken.
+#[tokio::test]
+async fn two_generations_of_shards_run_side_by_side() {
+    let (sim, control) = start(Config::default()).await;
+    // GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT
+    let intents = 1 | (1 << 9) | (1 << 15);
+    let mut old = connect(&sim).await;
+    send(&mut old, identify(&sim, [0, 1], intents)).await;
+    until_dispatch(&mut old, "READY").await;
+    // The same identify bucket: 5 s apart, whatever the generation.
+    tokio::time::sleep(std::time::Duration::from_millis(5_100)).await;
+    let mut new = connect(&sim).await;
+    send(&mut new, identify(&sim, [0, 2], intents)).await;
+    until_dispatch(&mut new, "READY").await;
+    // "Disco Lounge" is shard 0 of 2, and every guild is shard 0 of 1.
+    let lounge = &sim.world.guilds[0];
+    control
+        .say(
+            lounge.channels[0].id,
+            lounge.members[0].id,
+            "both hear this",
+        )
+        .await
+        .unwrap();
+    for socket in [&mut old, &mut new] {
+        let message = until_dispatch(socket, "MESSAGE_CREATE").await;
+        assert_eq!(message["d"]["content"], "both hear this");
+    }
+    assert!(rules(&control).await.is_empty());
+    let shards = control.get("/shards").await.unwrap();
+    let keys: Vec<(u64, u64)> = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["shard_id"].as_u64().unwrap(),
+                s["shard_total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [(0, 1), (0, 2)]);
+    sim.stop().await.unwrap();
+}
