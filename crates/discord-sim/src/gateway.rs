@@ -197,8 +197,11 @@ fn client_closed(sim: &Sim, conn: &Connection, code: u16) {
     let Some(shard) = state.gateway.sessions.get(session_id).map(|s| s.shard) else {
         return;
     };
-    state.shard_log(shard).closes.push((now_ms(), code));
+    let log = state.shard_log(shard);
+    log.closes.push((now_ms(), code));
     if matches!(code, 1000 | 1001) {
+        // The session ends here, so the disconnect below cannot find it: record it now.
+        log.connected = false;
         forget_session(&mut state, session_id);
     }
 }
