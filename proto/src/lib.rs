@@ -59,6 +59,7 @@ versioned!(
     v1::VoiceReply,
     v1::InteractionReply,
     v1::SavedSession,
+    v1::GenerationReady,
 );
 
 /// Why bytes from the bus are not a message of the contract.

@@ -36,10 +36,20 @@ pub fn voice_queue(shard_id: u32) -> String {
     format!("disco.voice.{shard_id}")
 }
 
-/// The queue holding a shard's saved gateway session between two gateway processes.
-pub fn session_queue(shard_id: u32) -> String {
-    format!("disco.session.{shard_id}")
+/// The queue holding a shard's saved gateway session between two gateway processes. Keyed by the
+/// shard total too: while the bot reshards, shard 1 of 4 and shard 1 of 8 are different sessions.
+pub fn session_queue(shard_id: u32, shard_total: u32) -> String {
+    format!("disco.session.{shard_total}.{shard_id}")
 }
+
+/// The event a gateway process publishes while all its shards are READY: the routing key word
+/// is the first of its shards ([`event_key`]`(GENERATION_READY, start)`).
+pub const GENERATION_READY: &str = "GENERATION_READY";
+
+/// The queue keeping the newest generation of shards that replaced an older one (a
+/// `GenerationReady` covering all its shards): a process of an older generation started again
+/// (Kubernetes restarts a pod that exited) reads it and stays down instead of identifying.
+pub const GENERATION_QUEUE: &str = "disco.generation";
 
 /// The shard that owns a guild, as Discord computes it: `(guild_id >> 22) % shard_total`.
 ///
@@ -62,7 +72,7 @@ mod tests {
             (every_shard("INTERACTION_CREATE"), "INTERACTION_CREATE.*"),
             (shard_queue(12), "disco.shard.12"),
             (voice_queue(0), "disco.voice.0"),
-            (session_queue(3), "disco.session.3"),
+            (session_queue(3, 8), "disco.session.8.3"),
         ];
         for (got, want) in rows {
             assert_eq!(got, want);

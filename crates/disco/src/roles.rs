@@ -141,24 +141,22 @@ pub(crate) fn build(
     Ok(built)
 }
 
-/// Runs the roles until `shutdown` (or until one fails), then stops them in [`Role::STOP`]
-/// order, each finishing before the next is told to stop.
+/// Runs the roles until `shutdown` or until one ends (failed, or a gateway generation retired),
+/// then stops them in [`Role::STOP`] order, each finishing before the next is told to stop.
 pub(crate) async fn run(
     roles: Vec<(Role, Run)>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut running = Vec::new();
-    let failed = CancellationToken::new();
+    let ended = CancellationToken::new();
     for (role, run) in roles {
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
-            let failed = failed.clone();
+            let ended = ended.clone();
             async move {
                 let result = run(stop).await;
-                if result.is_err() {
-                    failed.cancel();
-                }
+                ended.cancel();
                 result
             }
         });
@@ -167,7 +165,7 @@ pub(crate) async fn run(
     }
     tokio::select! {
         () = shutdown.cancelled() => {}
-        () = failed.cancelled() => {}
+        () = ended.cancelled() => {}
     }
     let mut outcome = Ok(());
     running.sort_by_key(|(role, _, _)| Role::STOP.iter().position(|r| r == role));

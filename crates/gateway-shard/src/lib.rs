@@ -7,10 +7,12 @@
 //! - `shard`: one shard's loop: read, publish with confirms (bounded, so a slow broker slows the
 //!   reading instead of growing memory), send commands, save the session on the way out.
 //! - `queue`: identify coordination across processes through the bus lock.
+//! - `generation`: resharding: a process retires once a generation with a larger total is READY.
 //! - `frame`: reading a dispatch without re-serialising it.
 //! - `metrics`: `disco_gateway_shard_*`.
 
 mod frame;
+mod generation;
 mod metrics;
 mod queue;
 mod shard;
@@ -24,7 +26,7 @@ use disco_proto::v1::SavedSession;
 use disco_proto::{Secret, route};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use twilight_gateway::{ConfigBuilder, Intents, Session, Shard, ShardId};
 
 pub use disco_proto::InvalidConfig;
@@ -319,6 +321,16 @@ impl GatewayShard {
             .await
             .map_err(|e| Error::GatewayInfo(Box::new(e)))?;
         let limit = info.session_start_limit;
+        if let Some(total) = generation::superseded(&self.bus, self.config.shards.total()).await? {
+            warn!(
+                total = self.config.shards.total(),
+                new_total = total,
+                "a generation of {total} shards replaced this one: not starting (remove this \
+                 generation's processes; to go back to it, purge the queue disco.generation)"
+            );
+            self.metrics.replaced_by.set(total.into());
+            return Ok(());
+        }
         let mut saved = Vec::new();
         for id in self.config.shards.ids() {
             saved.push(take_saved_session(&self.bus, id, self.config.shards.total()).await?);
@@ -356,6 +368,7 @@ impl GatewayShard {
         );
         let events = Arc::new(self.config.events.clone());
         let stop = shutdown.child_token();
+        let retiring = Arc::new(AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, (id, saved)) in self.config.shards.ids().zip(saved).enumerate() {
             let mut builder =
@@ -380,6 +393,7 @@ impl GatewayShard {
                 events: Arc::clone(&events),
                 buffer: self.config.publish_buffer.max(1),
                 ready: Arc::clone(&self.ready),
+                retiring: Arc::clone(&retiring),
                 index,
                 last_sequence,
                 pending: std::collections::VecDeque::new(),
@@ -389,8 +403,39 @@ impl GatewayShard {
             };
             tasks.spawn(task.run(stop.clone()));
         }
+        let watcher = generation::watch(self.bus.clone(), self.config.shards, self.readiness());
+        tokio::pin!(watcher);
+        let mut watching = true;
         let mut outcome = Ok(());
-        while let Some(result) = tasks.join_next().await {
+        loop {
+            let joined = tokio::select! {
+                retired = &mut watcher, if watching => {
+                    watching = false;
+                    match retired {
+                        Ok(total) => {
+                            self.metrics.replaced_by.set(total.into());
+                            // Before the sessions end, so a process of this generation that
+                            // starts again stays down rather than identify.
+                            if let Err(error) = generation::record(&self.bus, total).await {
+                                warn!(
+                                    error = &error as &dyn std::error::Error,
+                                    "cannot record the new generation"
+                                );
+                            }
+                            retiring.store(true, Ordering::Relaxed);
+                            stop.cancel();
+                        }
+                        // The shards meet the same bus failure and say so; they run on.
+                        Err(error) => warn!(
+                            error = &error as &dyn std::error::Error,
+                            "cannot watch for a new generation of shards"
+                        ),
+                    }
+                    continue;
+                }
+                joined = tasks.join_next() => joined,
+            };
+            let Some(result) = joined else { break };
             let result = result.unwrap_or_else(|panic| Err(Error::Panicked(panic.to_string())));
             if let Err(error) = result
                 && outcome.is_ok()
@@ -415,7 +460,7 @@ async fn take_saved_session(
     shard: u32,
     total: u32,
 ) -> Result<Option<SavedSession>, Error> {
-    let queue = route::session_queue(shard);
+    let queue = route::session_queue(shard, total);
     let mut newest: Option<SavedSession> = None;
     while let Some(delivery) = bus.take_latest(&queue).await? {
         match disco_proto::decode::<SavedSession>(&delivery.message.body) {

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub(crate) buffered: Gauge,
     pub(crate) shard_state: Family<ShardLabel, Gauge>,
     pub(crate) shard_count: Gauge,
+    pub(crate) replaced_by: Gauge,
     pub(crate) session_start_remaining: Gauge,
     pub(crate) identify_floor: Gauge,
     pub(crate) heartbeat_seconds: Family<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -63,6 +64,7 @@ impl Metrics {
             buffered: Gauge::default(),
             shard_state: Family::default(),
             shard_count: Gauge::default(),
+            replaced_by: Gauge::default(),
             session_start_remaining: Gauge::default(),
             identify_floor: Gauge::default(),
             heartbeat_seconds: Family::default(),
@@ -118,6 +120,11 @@ impl Metrics {
             "shard_count",
             "Shards across every gateway process (DISCO_SHARD_TOTAL): the number that should be READY",
             metrics.shard_count.clone(),
+        );
+        r.register(
+            "replaced_by",
+            "The shard total of the generation that replaced this process's (it is retiring); 0 while it is the newest",
+            metrics.replaced_by.clone(),
         );
         r.register(
             "session_start_remaining",

@@ -57,6 +57,9 @@ pub(crate) struct ShardTask {
     pub(crate) events: Arc<BTreeSet<String>>,
     pub(crate) buffer: usize,
     pub(crate) ready: Arc<[AtomicBool]>,
+    /// Set when a larger generation replaced this one: the shard stops for good, ending its
+    /// session rather than saving it.
+    pub(crate) retiring: Arc<AtomicBool>,
     pub(crate) index: usize,
     /// The last sequence published in the current session: a replayed dispatch at or below it
     /// was published already.
@@ -259,7 +262,7 @@ impl ShardTask {
             shard = self.id(),
             sequence, "the broker keeps up again: resuming so Discord replays the gap"
         );
-        self.close_resumably(None).await;
+        self.close(CloseFrame::RESUME, None).await;
         let config = twilight_gateway::ConfigBuilder::from(self.shard.config().clone())
             .session(twilight_gateway::Session::new(sequence, session_id))
             .resume_url(resume_url)
@@ -306,11 +309,12 @@ impl ShardTask {
         };
         self.checkpointed = Some(sequence);
         let (bus, shard, metrics) = (self.bus.clone(), self.id(), self.metrics.clone());
+        let queue = route::session_queue(shard, self.shard.id().total());
         let label = self.label();
         self.checkpointing = Some(tokio::spawn(async move {
             let published = bus
                 .publish(
-                    Destination::Latest(route::session_queue(shard)),
+                    Destination::Latest(queue),
                     Message::new(saved.encode_current()),
                 )
                 .await;
@@ -460,13 +464,17 @@ impl ShardTask {
         }
     }
 
-    /// Closes the connection with the resume code and polls until the close is on its way, and
-    /// no further: twilight reconnects (and would RESUME) as soon as the server's echo closes
+    /// Closes the connection with `frame` (the resume code, unless the session ends for good) and
+    /// polls until the close is on its way, and no further: twilight reconnects (and would RESUME) as soon as the server's echo closes
     /// the socket. What is read meanwhile is published into `in_flight`, or, without one, left
     /// for Discord to replay. A close that does not get out is no loss: Discord keeps a session
     /// resumable after an abnormal closure too.
-    async fn close_resumably(&mut self, mut in_flight: Option<&mut FuturesOrdered<Publish>>) {
-        self.shard.close(CloseFrame::RESUME);
+    async fn close(
+        &mut self,
+        frame: CloseFrame<'static>,
+        mut in_flight: Option<&mut FuturesOrdered<Publish>>,
+    ) {
+        self.shard.close(frame);
         let closing = std::future::poll_fn(|cx| {
             loop {
                 match self.shard.poll_next_unpin(cx) {
@@ -498,12 +506,18 @@ impl ShardTask {
     }
 
     /// Closes resumably, publishes what is still waiting, and saves the session for the next
-    /// process that owns this shard.
+    /// process that owns this shard; or, retiring, ends the session and saves nothing.
     async fn stop(mut self, mut in_flight: FuturesOrdered<Publish>) -> Result<(), Error> {
         let id = self.id();
+        let retiring = self.retiring.load(Ordering::Relaxed);
+        let frame = if retiring {
+            CloseFrame::NORMAL
+        } else {
+            CloseFrame::RESUME
+        };
         // Anything left in a gap is replayed to the successor, which RESUMEs from before it.
         let publish_meanwhile = self.gap.is_none();
-        self.close_resumably(publish_meanwhile.then_some(&mut in_flight))
+        self.close(frame, publish_meanwhile.then_some(&mut in_flight))
             .await;
         while let Some((event, result, waited)) = in_flight.next().await {
             self.confirmed(&event, result, waited);
@@ -513,6 +527,23 @@ impl ShardTask {
         // A checkpoint still on its way must not land after (and over) this last one.
         if let Some(running) = self.checkpointing.take() {
             let _ = running.await;
+        }
+        if retiring {
+            // The new generation has every guild: no process of this one resumes this session.
+            // Its checkpoint is dropped too, or a process of this generation started again
+            // would resume a session that ended.
+            while let Some(old) = self
+                .bus
+                .take_latest(&route::session_queue(id, self.shard.id().total()))
+                .await?
+            {
+                old.ack().await?;
+            }
+            info!(
+                shard = id,
+                "session ended: a larger generation replaced this one"
+            );
+            return Ok(());
         }
         let Some(saved) = self
             .confirmed_sequence()
@@ -524,7 +555,7 @@ impl ShardTask {
         let sequence = saved.sequence;
         self.bus
             .publish(
-                Destination::Latest(route::session_queue(id)),
+                Destination::Latest(route::session_queue(id, self.shard.id().total())),
                 Message::new(saved.encode_current()),
             )
             .await?;
