@@ -29,6 +29,7 @@ pub(crate) struct Context {
     pub(crate) voice: VoiceClient,
     pub(crate) prefix: String,
     pub(crate) metrics: Metrics,
+    pub(crate) recent: crate::recent::Recent,
 }
 
 /// Why an event was not handled. None of these can succeed on a retry (a payload does not
@@ -206,6 +207,10 @@ async fn message(ctx: &Context, message: payload::Message, latency_ms: u64) -> H
         return (Ok(()), None);
     }
     let (message_id, channel_id) = (message.id.get(), message.channel_id.get());
+    if !ctx.recent.first(message_id) {
+        ctx.metrics.duplicates.inc();
+        return (Ok(()), None);
+    }
     let place = Place {
         guild_id: message.guild_id.map(Id::get),
         channel_id,
@@ -254,6 +259,10 @@ async fn interaction(
         );
     };
     let (interaction_id, token) = (interaction_id.get(), token.as_str());
+    if !ctx.recent.first(interaction_id) {
+        ctx.metrics.duplicates.inc();
+        return (Ok(()), None);
+    }
     let place = Place {
         guild_id: interaction.guild_id.map(Id::get),
         channel_id: channel_id.get(),

@@ -7,6 +7,7 @@
 //! - `handle`: one event from delivery to reply to ack.
 //! - [`reply`]: what a command answers, as JSON for each way of answering.
 //! - `payload`: the parts of Discord's dispatches the worker reads, as typed views.
+//! - `recent`: the ids of commands taken lately: a copy (two generations of shards) runs once.
 //! - `discord`: REST calls with Disco's retry rules.
 //! - [`voice`]: asking the voice node that owns a guild.
 //! - [`sync`]: `disco commands sync`.
@@ -17,6 +18,7 @@ mod discord;
 mod handle;
 mod metrics;
 mod payload;
+mod recent;
 pub mod reply;
 mod sync;
 pub mod voice;
@@ -169,6 +171,7 @@ impl CommandWorker {
             ),
             prefix: self.config.prefix.clone(),
             metrics: self.metrics.clone(),
+            recent: recent::Recent::default(),
         });
         self.ready.store(true, Ordering::Relaxed);
         tracing::info!(prefix = %self.config.prefix, concurrency, "consuming commands");

@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     pub(crate) retries: Counter,
     pub(crate) dead_letters: Family<ReasonLabel, Counter>,
     pub(crate) events: Counter,
+    pub(crate) duplicates: Counter,
 }
 
 impl Metrics {
@@ -54,6 +55,7 @@ impl Metrics {
             retries: Counter::default(),
             dead_letters: Family::default(),
             events: Counter::default(),
+            duplicates: Counter::default(),
         };
         // Every reason from the start, so a dashboard shows 0 rather than nothing.
         for reason in ["malformed", "unparseable", "unexpected", "bus", "discord"] {
@@ -86,6 +88,11 @@ impl Metrics {
             metrics.dead_letters.clone(),
         );
         r.register("events", "Events consumed", metrics.events.clone());
+        r.register(
+            "duplicates",
+            "Commands dropped as a copy of one this worker took lately (both generations of shards deliver while the bot reshards)",
+            metrics.duplicates.clone(),
+        );
         metrics
     }
 }
