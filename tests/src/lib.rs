@@ -393,6 +393,86 @@ pub async fn say_many(sim: &Simulator, content: &str, count: usize) {
         .expect("the simulator takes them");
 }
 
+/// Lifts the world's message rate limits out of the way, for a test about delivery rather
+/// than pacing (Discord's limits would stretch thousands of replies over minutes).
+pub fn unthrottled(world: &mut discord_sim::World) {
+    let generous = discord_sim::world::Limit {
+        limit: 100_000,
+        window_ms: 1_000,
+    };
+    world.rate_limits.messages_per_channel = generous;
+    world.rate_limits.global = generous;
+}
+
+/// Waits until every command in `ids` (a message's id, the nonce of its reply; or an
+/// interaction's id) has its answer, then asserts none was answered twice.
+///
+/// # Panics
+/// When some are not answered within `patience` (saying how many), or one is answered twice.
+pub async fn until_answered_once(control: &Control, ids: &[String], patience: Duration) {
+    let mut answered = std::collections::BTreeMap::new();
+    let all = tokio::time::timeout(patience, async {
+        loop {
+            answered.clear();
+            for entry in control.sent().await.expect("the simulator answers") {
+                let id = match entry["kind"].as_str() {
+                    Some("message") => entry["nonce"].as_str(),
+                    Some("interaction_response") => entry["interaction_id"].as_str(),
+                    _ => None,
+                };
+                if let Some(id) = id {
+                    *answered.entry(id.to_owned()).or_insert(0_u32) += 1;
+                }
+            }
+            if ids.iter().all(|id| answered.contains_key(id)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let missing = ids.iter().filter(|id| !answered.contains_key(*id)).count();
+    assert!(
+        all.is_ok(),
+        "{missing} of {} commands were never answered",
+        ids.len()
+    );
+    let twice: Vec<_> = answered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "answered more than once: {twice:?}");
+}
+
+/// Starts `processes` `disco gateway-shard` processes sharing `total` shards in buckets, with
+/// `extra` arguments; killed when dropped.
+pub fn spawn_gateways(
+    disco: &std::path::Path,
+    sim: &Simulator,
+    vhost: &Vhost,
+    total: u32,
+    processes: u32,
+    extra: &[&str],
+) -> Vec<tokio::process::Child> {
+    let (total, buckets) = (total.to_string(), processes.to_string());
+    (0..processes)
+        .map(|bucket| {
+            let bucket = bucket.to_string();
+            let args = [
+                &[
+                    "gateway-shard",
+                    "--shard-total",
+                    &total,
+                    "--buckets",
+                    &buckets,
+                    "--bucket",
+                    &bucket,
+                ][..],
+                extra,
+            ]
+            .concat();
+            spawn_disco(disco, &args, sim, vhost)
+        })
+        .collect()
+}
+
 /// Starts `disco <args>` (the binary at `disco`) pointed at the simulator and at the virtual
 /// host, with nothing else from the environment; killed when dropped.
 ///

@@ -239,12 +239,7 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
 async fn a_sigkilled_gateway_is_resumed_and_no_command_is_lost() {
     let mut config = SimConfig::default();
     config.world.recommended_shards = 1;
-    let generous = discord_sim::world::Limit {
-        limit: 100_000,
-        window_ms: 1_000,
-    };
-    config.world.rate_limits.messages_per_channel = generous;
-    config.world.rate_limits.global = generous;
+    tests::unthrottled(&mut config.world);
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
@@ -275,32 +270,7 @@ async fn a_sigkilled_gateway_is_resumed_and_no_command_is_lost() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 
-    let mut answered = BTreeMap::new();
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            answered.clear();
-            for entry in control.sent().await.unwrap() {
-                if entry["kind"] == "message" {
-                    *answered
-                        .entry(entry["nonce"].as_str().unwrap_or_default().to_owned())
-                        .or_insert(0) += 1;
-                }
-            }
-            if said.iter().all(|id| answered.contains_key(id)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        let missing = said.iter().filter(|id| !answered.contains_key(*id)).count();
-        panic!("{missing} of {} commands were never answered", said.len())
-    });
-    assert!(
-        answered.values().all(|&n| n == 1),
-        "a command answered twice"
-    );
+    tests::until_answered_once(&control, &said, PATIENCE).await;
     let log = &shard_logs(&control).await[0];
     assert_eq!(
         log["identifies"].as_array().unwrap().len(),

@@ -7,51 +7,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use discord_sim::{Config as SimConfig, Control, Simulator, World};
 use serde_json::json;
-use tests::{Vhost, spawn_disco, until_queues, until_shards_connected};
+use tests::{
+    Vhost, spawn_disco, spawn_gateways, until_answered_once, until_queues, until_shards_connected,
+};
+use tokio::process::Child;
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
-fn generation(
-    sim: &Simulator,
-    vhost: &Vhost,
-    total: u32,
-    processes: u32,
-) -> Vec<tokio::process::Child> {
+fn generation(sim: &Simulator, vhost: &Vhost, total: u32, processes: u32) -> Vec<Child> {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
-    let (total, buckets) = (total.to_string(), processes.to_string());
-    (0..processes)
-        .map(|bucket| {
-            let bucket = bucket.to_string();
-            let args = [
-                "gateway-shard",
-                "--shard-total",
-                &total,
-                "--buckets",
-                &buckets,
-                "--bucket",
-                &bucket,
-            ];
-            spawn_disco(binary, &args, sim, vhost)
-        })
-        .collect()
+    spawn_gateways(binary, sim, vhost, total, processes, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
     let mut world = World::at_scale(8, 4, 64);
-    let generous = discord_sim::world::Limit {
-        limit: 100_000,
-        window_ms: 1_000,
-    };
-    world.rate_limits.messages_per_channel = generous;
-    world.rate_limits.global = generous;
+    tests::unthrottled(&mut world);
     let config = SimConfig {
         world,
         ..SimConfig::default()
@@ -97,6 +74,7 @@ async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
         }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
     let new = generation(&sim, &vhost, 8, 4);
     // The old processes go by themselves once the new generation is READY in full.
     for child in &mut old {
@@ -106,51 +84,14 @@ async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
             .unwrap();
         assert!(status.success(), "a retiring process exits 0: {status}");
     }
+    let retired_in = started.elapsed();
     // Commands go on through the new generation alone.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let (messages, interactions) = load.await.unwrap();
 
-    let mut answered = BTreeMap::new();
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            answered.clear();
-            for entry in control.sent().await.unwrap() {
-                let id = match entry["kind"].as_str() {
-                    Some("message") => entry["nonce"].as_str(),
-                    Some("interaction_response") => entry["interaction_id"].as_str(),
-                    _ => None,
-                };
-                if let Some(id) = id {
-                    *answered.entry(id.to_owned()).or_insert(0) += 1;
-                }
-            }
-            if messages
-                .iter()
-                .chain(&interactions)
-                .all(|id| answered.contains_key(id))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        let missing = messages
-            .iter()
-            .chain(&interactions)
-            .filter(|id| !answered.contains_key(*id))
-            .count();
-        panic!(
-            "{missing} of {} commands were never answered",
-            messages.len() + interactions.len()
-        )
-    });
-    assert!(
-        answered.values().all(|&n| n == 1),
-        "a command answered twice"
-    );
+    let commands: Vec<String> = messages.iter().chain(&interactions).cloned().collect();
+    until_answered_once(&control, &commands, PATIENCE).await;
     let violations = control.violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
     // The old sessions ended; the eight of the new generation are the only ones connected.
@@ -190,8 +131,9 @@ async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
         );
     }
     eprintln!(
-        "resharded 4 -> 8 under {} commands",
-        messages.len() + interactions.len()
+        "resharded 4 -> 8 under {} commands; the old generation exited {retired_in:?} after \
+         the new one started",
+        commands.len()
     );
     drop(new);
     sim.stop().await.unwrap();

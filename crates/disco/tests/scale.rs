@@ -6,12 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use discord_sim::{Config as SimConfig, Control, Simulator, World};
 use serde_json::json;
-use tests::{Vhost, spawn_disco, until_queues, until_shards_connected};
+use tests::{
+    Vhost, spawn_disco, spawn_gateways, until_answered_once, until_queues, until_shards_connected,
+};
 
 const SHARDS: u32 = 64;
 const PROCESSES: u32 = 4;
@@ -39,24 +40,17 @@ async fn sixty_four_shards_in_four_processes_answer_under_noise() {
     );
     until_queues(&vhost, &["disco.command-worker"]).await;
     let started = Instant::now();
-    let buckets = PROCESSES.to_string();
-    let _gateways: Vec<_> = (0..PROCESSES)
-        .map(|bucket| {
-            let bucket = bucket.to_string();
-            let args = [
-                "gateway-shard",
-                "--shard-total",
-                &total,
-                "--buckets",
-                &buckets,
-                "--bucket",
-                &bucket,
-                "--intents",
-                "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_VOICE_STATES,GUILD_MESSAGE_TYPING",
-            ];
-            spawn_disco(binary, &args, &sim, &vhost)
-        })
-        .collect();
+    let _gateways = spawn_gateways(
+        binary,
+        &sim,
+        &vhost,
+        SHARDS,
+        PROCESSES,
+        &[
+            "--intents",
+            "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_VOICE_STATES,GUILD_MESSAGE_TYPING",
+        ],
+    );
     // Identify pacing (16 at a time, 5 s apart, across the four processes) is the
     // simulator's to enforce: an early IDENTIFY is a violation, asserted below.
     until_shards_connected(&control, SHARDS as usize).await;
@@ -78,26 +72,7 @@ async fn sixty_four_shards_in_four_processes_answer_under_noise() {
             .unwrap();
         said.push(message["id"].as_str().unwrap().to_owned());
     }
-    let mut answered = BTreeMap::new();
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            answered.clear();
-            for entry in control.sent().await.unwrap() {
-                if entry["kind"] == "message" {
-                    *answered
-                        .entry(entry["nonce"].as_str().unwrap_or_default().to_owned())
-                        .or_insert(0) += 1;
-                }
-            }
-            if said.iter().all(|id| answered.contains_key(id)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("every command answered");
-    assert!(answered.values().all(|&n| n == 1), "answered exactly once");
+    until_answered_once(&control, &said, PATIENCE).await;
     let violations = control.violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
     eprintln!(

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use discord_sim::{Config as SimConfig, Control, Simulator, world::Limit};
+use discord_sim::{Config as SimConfig, Control, Simulator};
 use serde_json::Value;
 use tests::{Vhost, say_many, spawn_disco, until_shards_connected};
 
@@ -35,12 +35,7 @@ async fn three_workers_answer_3000_commands_exactly_once_despite_a_sigkill() {
     let mut config = SimConfig::default();
     config.world.recommended_shards = 1;
     // Discord's limits would stretch 3,000 replies over minutes; this test is about delivery.
-    let generous = Limit {
-        limit: 100_000,
-        window_ms: 1_000,
-    };
-    config.world.rate_limits.messages_per_channel = generous;
-    config.world.rate_limits.global = generous;
+    tests::unthrottled(&mut config.world);
     let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
