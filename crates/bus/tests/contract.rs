@@ -572,3 +572,35 @@ contract!(
     a_lock_has_one_holder_at_a_time,
     expired_requests_are_not_delivered,
 );
+
+/// Processes starting together (gateway pods of a StatefulSet) each read the same Latest queue,
+/// which the first of them declares: RabbitMQ may fail a get on a quorum queue that has not
+/// started yet (`noproc`), and the bus tries again rather than fail the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_read_a_fresh_latest_queue() {
+    let first = Harness::rabbitmq().await;
+    let queue = format!("test.{}.together", first.id);
+    let mut buses = vec![first.bus.clone()];
+    for n in 1..8 {
+        let config = RabbitConfig::new(
+            Secret::new(amqp_url()),
+            format!("together-{n}-{}", first.id),
+        )
+        .unwrap();
+        buses.push(Bus::rabbitmq(config).await.unwrap());
+    }
+    let reads: Vec<_> = buses
+        .iter()
+        .map(|bus| {
+            let (bus, queue) = (bus.clone(), queue.clone());
+            tokio::spawn(async move { bus.take_latest(&queue).await.map(|got| got.is_none()) })
+        })
+        .collect();
+    for read in reads {
+        assert!(read.await.unwrap().expect("the get succeeds"), "empty");
+    }
+    first.bus.delete_queue(&queue).await.unwrap();
+    for bus in buses {
+        bus.close().await;
+    }
+}

@@ -132,7 +132,11 @@ pub(crate) async fn watch(
                     }
                 };
                 delivery.ack().await?;
-                if heard.shard_total <= own.total() || heard.shard_start >= heard.shard_end {
+                if heard.shard_start >= heard.shard_end || heard.shard_end > heard.shard_total {
+                    warn!(?heard, "ignoring an announcement of no shards");
+                    continue;
+                }
+                if heard.shard_total <= own.total() {
                     continue;
                 }
                 if let Some(total) = newer.heard(&heard, Instant::now()) {

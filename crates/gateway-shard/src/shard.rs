@@ -464,9 +464,9 @@ impl ShardTask {
         }
     }
 
-    /// Closes the connection with `frame` (the resume code, unless the session ends for good) and
-    /// polls until the close is on its way, and no further: twilight reconnects (and would RESUME) as soon as the server's echo closes
-    /// the socket. What is read meanwhile is published into `in_flight`, or, without one, left
+    /// Closes the connection with `frame` (the resume code, unless the session ends for good)
+    /// and polls until the close is on its way, and no further: twilight reconnects (and would
+    /// RESUME) as soon as the server's echo closes the socket. What is read meanwhile is published into `in_flight`, or, without one, left
     /// for Discord to replay. A close that does not get out is no loss: Discord keeps a session
     /// resumable after an abnormal closure too.
     async fn close(

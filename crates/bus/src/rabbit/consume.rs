@@ -19,6 +19,9 @@ use crate::message::{Settle, Settling};
 use crate::{Delivery, Error, Exchange, Message, QueueKind, Shape, Subscription};
 use disco_proto::route::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
 
+/// Tries of [`Broker::get`] before its error is returned (about 3 s of backoff in all).
+const GET_ATTEMPTS: u32 = 6;
+
 impl Broker {
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
@@ -87,7 +90,36 @@ impl Broker {
     }
 
     /// The next message of a shared queue, if it has one now (AMQP `basic.get`).
+    /// Takes one message from `name`, if it holds one. A broker error is tried again a few
+    /// times: a quorum queue another process declared a moment ago may not have started on the
+    /// broker yet, and RabbitMQ then fails the get with `noproc` (seen with gateway processes
+    /// starting together, each reading `disco.generation`).
     pub(crate) async fn get(
+        self: &Arc<Self>,
+        name: &str,
+        shape: Shape,
+    ) -> Result<Option<Delivery>, Error> {
+        let mut backoff = Backoff::new();
+        let mut attempts = 1;
+        loop {
+            match self.get_once(name, shape).await {
+                Err(error @ Error::Broker(_)) if attempts < GET_ATTEMPTS => {
+                    let delay = backoff.next();
+                    debug!(
+                        queue = name,
+                        error = &error as &dyn std::error::Error,
+                        ?delay,
+                        "get failed; trying again"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(
         self: &Arc<Self>,
         name: &str,
         shape: Shape,
