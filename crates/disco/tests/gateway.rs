@@ -57,6 +57,40 @@ impl Gateway {
     }
 }
 
+/// A consumer of every MESSAGE_CREATE published in the virtual host, and its bus.
+async fn listening(vhost: &Vhost) -> (Bus, Consumer) {
+    let bus = bus_on(vhost, "test").await;
+    let messages = bus
+        .subscribe(
+            Subscription::shared("test.messages")
+                .bind(route::every_shard("MESSAGE_CREATE"))
+                .prefetch(256),
+        )
+        .await
+        .unwrap();
+    (bus, messages)
+}
+
+/// Closes the broker connections of process `pid` in the virtual host; how many there were.
+fn close_connections(vhost: &Vhost, pid: u32, reason: &str) -> usize {
+    let listed = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "-p",
+        vhost.name(),
+        "pid",
+        "client_properties",
+    ]);
+    let mut closed = 0;
+    for line in listed.lines().filter(|l| l.contains(&format!("pid {pid}"))) {
+        let connection = line.split_whitespace().next().unwrap();
+        rabbitmqctl(&["close_connection", connection, reason]);
+        closed += 1;
+    }
+    closed
+}
+
 async fn shard_logs(control: &Control) -> Vec<Value> {
     control.get("/shards").await.unwrap()["shards"]
         .as_array()
@@ -181,15 +215,7 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
         .unwrap();
     let control = Control::new(&sim.rest_url);
     let vhost = Vhost::new("outage");
-    let bus = bus_on(&vhost, "test").await;
-    let mut messages = bus
-        .subscribe(
-            Subscription::shared("test.messages")
-                .bind(route::every_shard("MESSAGE_CREATE"))
-                .prefetch(256),
-        )
-        .await
-        .unwrap();
+    let (bus, mut messages) = listening(&vhost).await;
     let gateway = Gateway::start(&sim, &vhost, &["--shard-total", "1"]);
     until_shards_connected(&control, 1).await;
 
@@ -202,21 +228,7 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
         deliveries += 1;
         if deliveries == COUNT / 5 {
             // Close the gateway's broker connection under it, mid-stream.
-            let pid = gateway.pid().to_string();
-            let listed = rabbitmqctl(&[
-                "list_connections",
-                "-q",
-                "--no-table-headers",
-                "-p",
-                vhost.name(),
-                "pid",
-                "client_properties",
-            ]);
-            for line in listed.lines().filter(|l| l.contains(&format!("pid {pid}"))) {
-                let connection = line.split_whitespace().next().unwrap();
-                rabbitmqctl(&["close_connection", connection, "outage test"]);
-                closed += 1;
-            }
+            closed += close_connections(&vhost, gateway.pid(), "outage test");
         }
     }
     assert_eq!(closed, 1, "the gateway's connection was found and closed");
@@ -300,34 +312,13 @@ async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
         .unwrap();
     let control = Control::new(&sim.rest_url);
     let vhost = Vhost::new("long-outage");
-    let bus = bus_on(&vhost, "test").await;
-    let mut messages = bus
-        .subscribe(
-            Subscription::shared("test.messages")
-                .bind(route::every_shard("MESSAGE_CREATE"))
-                .prefetch(256),
-        )
-        .await
-        .unwrap();
+    let (bus, mut messages) = listening(&vhost).await;
     let gateway = Gateway::start(&sim, &vhost, &["--publish-buffer", "32"]);
     until_shards_connected(&control, 1).await;
 
     // The broker refuses the gateway: no permission on the virtual host, its connection closed.
     rabbitmqctl(&["clear_permissions", "-p", vhost.name(), "guest"]);
-    let pid = gateway.pid().to_string();
-    let listed = rabbitmqctl(&[
-        "list_connections",
-        "-q",
-        "--no-table-headers",
-        "-p",
-        vhost.name(),
-        "pid",
-        "client_properties",
-    ]);
-    for line in listed.lines().filter(|l| l.contains(&format!("pid {pid}"))) {
-        let connection = line.split_whitespace().next().unwrap();
-        rabbitmqctl(&["close_connection", connection, "long outage test"]);
-    }
+    close_connections(&vhost, gateway.pid(), "long outage test");
     say_many(&sim, "during", COUNT).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     rabbitmqctl(&[
