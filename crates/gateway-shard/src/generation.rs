@@ -48,27 +48,12 @@ impl Newer {
 /// The total of the generation that replaced `own_total`'s, if one did (as recorded by
 /// [`record`]); the record stays for the next process that asks.
 pub(crate) async fn superseded(bus: &bus::Bus, own_total: u32) -> Result<Option<u32>, Error> {
-    let mut newest: Option<GenerationReady> = None;
-    while let Some(delivery) = bus.take_latest(route::GENERATION_QUEUE).await? {
-        match disco_proto::decode::<GenerationReady>(&delivery.message.body) {
-            Ok(record) => {
-                if newest.is_none_or(|n| n.shard_total < record.shard_total) {
-                    newest = Some(record);
-                }
-                delivery.ack().await?;
-            }
-            Err(error) => {
-                delivery
-                    .dead_letter(&format!("not a GenerationReady: {error}"))
-                    .await?;
-            }
-        }
-    }
-    let Some(newest) = newest else {
+    let records = crate::drain_latest::<GenerationReady>(bus, route::GENERATION_QUEUE).await?;
+    let Some(newest) = records.iter().map(|r| r.shard_total).max() else {
         return Ok(None);
     };
-    record(bus, newest.shard_total).await?;
-    Ok((newest.shard_total > own_total).then_some(newest.shard_total))
+    record(bus, newest).await?;
+    Ok((newest > own_total).then_some(newest))
 }
 
 /// Records that the generation of `total` shards replaced the ones before it.

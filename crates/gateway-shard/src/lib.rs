@@ -460,36 +460,47 @@ async fn take_saved_session(
     shard: u32,
     total: u32,
 ) -> Result<Option<SavedSession>, Error> {
-    let queue = route::session_queue(shard, total);
     let mut newest: Option<SavedSession> = None;
-    while let Some(delivery) = bus.take_latest(&queue).await? {
-        match disco_proto::decode::<SavedSession>(&delivery.message.body) {
-            Ok(saved) if saved.shard_total == total && saved.shard_id == shard => {
-                if newest
-                    .as_ref()
-                    .is_none_or(|n| n.saved_at_ms <= saved.saved_at_ms)
-                {
-                    newest = Some(saved);
-                }
-                delivery.ack().await?;
-            }
-            Ok(other) => {
-                info!(
-                    shard,
-                    saved_total = other.shard_total,
-                    total,
-                    "ignoring a session saved for another shard layout"
-                );
-                delivery.ack().await?;
-            }
-            Err(error) => {
-                delivery
-                    .dead_letter(&format!("not a SavedSession: {error}"))
-                    .await?
-            }
+    for saved in drain_latest::<SavedSession>(bus, &route::session_queue(shard, total)).await? {
+        if saved.shard_total != total || saved.shard_id != shard {
+            info!(
+                shard,
+                saved_total = saved.shard_total,
+                total,
+                "ignoring a session saved for another shard layout"
+            );
+        } else if newest
+            .as_ref()
+            .is_none_or(|n| n.saved_at_ms <= saved.saved_at_ms)
+        {
+            newest = Some(saved);
         }
     }
     Ok(newest)
+}
+
+/// Takes everything a [`bus::Destination::Latest`] queue holds (one message, or a few when
+/// processes wrote at once), acked; what is not an `M` is dead-lettered with the reason.
+pub(crate) async fn drain_latest<M: disco_proto::Versioned>(
+    bus: &bus::Bus,
+    queue: &str,
+) -> Result<Vec<M>, Error> {
+    let mut taken = Vec::new();
+    while let Some(delivery) = bus.take_latest(queue).await? {
+        match disco_proto::decode::<M>(&delivery.message.body) {
+            Ok(message) => {
+                delivery.ack().await?;
+                taken.push(message);
+            }
+            Err(error) => {
+                let name = std::any::type_name::<M>().rsplit("::").next().unwrap_or("");
+                delivery
+                    .dead_letter(&format!("not a {name}: {error}"))
+                    .await?;
+            }
+        }
+    }
+    Ok(taken)
 }
 
 #[cfg(test)]

@@ -532,13 +532,8 @@ impl ShardTask {
             // The new generation has every guild: no process of this one resumes this session.
             // Its checkpoint is dropped too, or a process of this generation started again
             // would resume a session that ended.
-            while let Some(old) = self
-                .bus
-                .take_latest(&route::session_queue(id, self.shard.id().total()))
-                .await?
-            {
-                old.ack().await?;
-            }
+            let queue = route::session_queue(id, self.shard.id().total());
+            crate::drain_latest::<SavedSession>(&self.bus, &queue).await?;
             info!(
                 shard = id,
                 "session ended: a larger generation replaced this one"
