@@ -57,6 +57,17 @@ impl Gateway {
     }
 }
 
+/// The simulator with the default world as `world` changes it, and its control API.
+async fn simulate(world: impl FnOnce(&mut discord_sim::World)) -> (Simulator, Control) {
+    let mut config = SimConfig::default();
+    world(&mut config.world);
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    (sim, control)
+}
+
 /// A consumer of every MESSAGE_CREATE published in the virtual host, and its bus.
 async fn listening(vhost: &Vhost) -> (Bus, Consumer) {
     let bus = bus_on(vhost, "test").await;
@@ -113,13 +124,11 @@ async fn content(consumer: &mut Consumer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_eight_shards_and_a_restart_resumes() {
-    let mut config = SimConfig::default();
-    config.world.max_concurrency = 2;
-    config.world.recommended_shards = 8;
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = simulate(|world| {
+        world.max_concurrency = 2;
+        world.recommended_shards = 8;
+    })
+    .await;
     let vhost = Vhost::new("split");
     let bus = bus_on(&vhost, "test").await;
     let mut messages = bus
@@ -208,12 +217,10 @@ async fn two_processes_share_eight_shards_and_a_restart_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_stream_loses_nothing() {
     const COUNT: usize = 5_000;
-    let mut config = SimConfig::default();
-    config.world.recommended_shards = 1;
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = simulate(|world| {
+        world.recommended_shards = 1;
+    })
+    .await;
     let vhost = Vhost::new("outage");
     let (bus, mut messages) = listening(&vhost).await;
     let gateway = Gateway::start(&sim, &vhost, &["--shard-total", "1"]);
@@ -249,13 +256,11 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
 /// one had not published, and every command is answered exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_gateway_is_resumed_and_no_command_is_lost() {
-    let mut config = SimConfig::default();
-    config.world.recommended_shards = 1;
-    tests::unthrottled(&mut config.world);
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = simulate(|world| {
+        world.recommended_shards = 1;
+        tests::unthrottled(world);
+    })
+    .await;
     let vhost = Vhost::new("sigkill");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     let _worker = spawn_disco(binary, &["command-worker"], &sim, &vhost);
@@ -304,13 +309,11 @@ async fn a_sigkilled_gateway_is_resumed_and_no_command_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
     const COUNT: usize = 300;
-    let mut config = SimConfig::default();
-    config.world.recommended_shards = 1;
-    config.world.heartbeat_interval_ms = 1_000;
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = simulate(|world| {
+        world.recommended_shards = 1;
+        world.heartbeat_interval_ms = 1_000;
+    })
+    .await;
     let vhost = Vhost::new("long-outage");
     let (bus, mut messages) = listening(&vhost).await;
     let gateway = Gateway::start(&sim, &vhost, &["--publish-buffer", "32"]);
@@ -354,13 +357,11 @@ async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
 /// so no more than 10 identifies are ever spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_looping_gateway_never_spends_the_identify_floor() {
-    let mut config = SimConfig::default();
-    config.world.recommended_shards = 1;
-    config.world.session_start_limit = 20;
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = simulate(|world| {
+        world.recommended_shards = 1;
+        world.session_start_limit = 20;
+    })
+    .await;
     let vhost = Vhost::new("budget");
     let sessions = |log: &Value| {
         log["identifies"].as_array().map_or(0, Vec::len)
@@ -413,13 +414,11 @@ async fn a_crash_looping_gateway_never_spends_the_identify_floor() {
 /// the lock works, not a failure, so nothing is logged as an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_lock_contention_logs_no_error() {
-    let mut config = SimConfig::default();
-    config.world.recommended_shards = 2;
-    config.world.max_concurrency = 1;
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = simulate(|world| {
+        world.recommended_shards = 2;
+        world.max_concurrency = 1;
+    })
+    .await;
     let vhost = Vhost::new("contention");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     let start = |bucket: &str| {
