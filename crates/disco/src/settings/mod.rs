@@ -430,6 +430,21 @@ mod tests {
         }
     }
 
+    /// The command line with valid Discord settings and `flags`.
+    fn with_discord(flags: &[&str]) -> Cli {
+        let mut all = vec![
+            "disco",
+            "--token",
+            TOKEN,
+            "--application-id",
+            "1",
+            "--public-key",
+            KEY,
+        ];
+        all.extend_from_slice(flags);
+        Cli::from_flags(all).expect("flags parse")
+    }
+
     #[test]
     fn valid_discord_settings_pass() {
         let discord = args(Some(TOKEN), Some("123"), Some(KEY))
@@ -608,17 +623,7 @@ mod tests {
             ),
         ];
         for (flags, role, want) in rows {
-            let mut all = vec![
-                "disco",
-                "--token",
-                TOKEN,
-                "--application-id",
-                "1",
-                "--public-key",
-                KEY,
-            ];
-            all.extend_from_slice(flags);
-            let cli = Cli::from_flags(all).expect("flags parse");
+            let cli = with_discord(flags);
             let error = match *role {
                 "command-worker" => cli
                     .worker
@@ -642,16 +647,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_roles_own() {
-        let cli = Cli::from_flags([
-            "disco",
-            "--token",
-            TOKEN,
-            "--application-id",
-            "1",
-            "--public-key",
-            KEY,
-        ])
-        .expect("flags parse");
+        let cli = with_discord(&[]);
         let worker = cli.worker.config(&cli.discord, 1).expect("valid");
         assert_eq!(
             worker.concurrency,
