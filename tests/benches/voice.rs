@@ -58,6 +58,7 @@ fn world(count: usize) -> discord_sim::World {
                 id: id + k,
                 name: name.to_owned(),
                 kind,
+                read_only: false,
             };
             Guild {
                 id,

@@ -83,6 +83,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::CommandWorker => one_role(Role::CommandWorker, &cli, shutdown).await,
         Command::VoiceNode => one_role(Role::VoiceNode, &cli, shutdown).await,
         Command::InteractionsIngress => one_role(Role::InteractionsIngress, &cli, shutdown).await,
+        // The proxy keeps its state in memory and needs no broker.
+        Command::RestProxy => {
+            let bus = Bus::in_memory(bus::Limits::default());
+            disco::run(&[Role::RestProxy], &bus, &cli, shutdown).await
+        }
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim(args, shutdown).await,
         #[cfg(feature = "sim")]
@@ -165,7 +170,7 @@ fn invite_url(application_id: u64, permissions: u64) -> String {
 /// `disco sim`: the simulator alone, with what a client needs to reach it.
 #[cfg(feature = "sim")]
 async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<(), Failure> {
-    let world = match &args.world {
+    let mut world = match &args.world {
         Some(path) => discord_sim::World::load(path).map_err(|error| {
             Failure::Config(format!(
                 "invalid DISCO_SIM_WORLD (--world) {}: {error}",
@@ -174,6 +179,9 @@ async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<()
         })?,
         None => discord_sim::World::default(),
     };
+    if let Some(latency) = args.rest_latency_ms {
+        world.rest_latency_ms = latency;
+    }
     if let Some(url) = &args.interactions_url
         && !url.starts_with("http://")
     {

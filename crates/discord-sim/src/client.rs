@@ -114,6 +114,12 @@ impl Control {
         self.list("/sent").await
     }
 
+    /// Invalid REST requests (401, 403, 429) in Cloudflare's current window.
+    pub async fn invalid_requests(&self) -> Result<u64, ControlError> {
+        let answer = self.get("/invalid-requests").await?;
+        Ok(answer["in_window"].as_u64().unwrap_or_default())
+    }
+
     /// Every rule the bot broke.
     pub async fn violations(&self) -> Result<Vec<Value>, ControlError> {
         self.list("/violations").await

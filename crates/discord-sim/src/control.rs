@@ -31,6 +31,7 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         .route("/voice/{guild_id}/disconnect", post(voice_disconnect))
         .route("/sent", get(sent))
         .route("/violations", get(violations))
+        .route("/invalid-requests", get(invalid_requests))
         .route("/shards", get(shards))
         .route("/shards/{id}/disconnect", post(disconnect))
         .route("/shards/{id}/reconnect", post(reconnect))
@@ -553,6 +554,12 @@ async fn sent(State(sim): State<Arc<Sim>>, Query(filter): Query<SentFilter>) -> 
         })
         .collect();
     axum::Json(entries).into_response()
+}
+
+/// Invalid REST requests in Cloudflare's current window, and whether the address is banned.
+async fn invalid_requests(State(sim): State<Arc<Sim>>) -> Response {
+    let (count, banned) = crate::rest::invalid_requests(&sim);
+    axum::Json(json!({"in_window": count, "banned": banned})).into_response()
 }
 
 async fn violations(State(sim): State<Arc<Sim>>) -> Response {

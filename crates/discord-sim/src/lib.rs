@@ -168,7 +168,7 @@ impl Listeners {
         let app = Router::new()
             .route("/gateway", get(gateway::upgrade))
             .route("/gateway/", get(gateway::upgrade))
-            .nest("/api/v10", rest::router())
+            .nest("/api/v10", rest::router(&self.sim))
             .nest("/_sim", control::router())
             .with_state(self.sim);
         let rest = axum::serve(self.rest, app).with_graceful_shutdown(shutdown.cancelled_owned());

@@ -332,6 +332,10 @@ pub(crate) struct RestState {
     pub(crate) global_commands: Vec<Value>,
     pub(crate) guild_commands: HashMap<u64, Vec<Value>>,
     pub(crate) buckets: HashMap<String, Bucket>,
+    /// When each invalid request of the current window was answered (Cloudflare's count).
+    pub(crate) invalid: std::collections::VecDeque<Instant>,
+    /// Every request is refused until then: the address is banned.
+    pub(crate) banned_until: Option<Instant>,
     pub(crate) faults: Vec<Fault>,
 }
 

@@ -40,6 +40,9 @@ pub struct World {
     /// REST rate limits.
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// How long each REST request takes to answer, in milliseconds (Discord: tens of ms).
+    #[serde(default)]
+    pub rest_latency_ms: u64,
     /// The guilds the bot is in.
     pub guilds: Vec<Guild>,
 }
@@ -59,6 +62,13 @@ pub struct RateLimits {
     /// callbacks and webhook routes are exempt, as on Discord.
     #[serde(default = "global_limit")]
     pub global: Limit,
+    /// Invalid requests (401, 403, and 429 unless `X-RateLimit-Scope: shared`) allowed per
+    /// window before Cloudflare bans the address. Discord: 10,000 per 10 minutes.
+    #[serde(default = "invalid_limit")]
+    pub invalid_requests: Limit,
+    /// How long the ban lasts, in milliseconds: every request is refused. Discord: about an hour.
+    #[serde(default = "ban_ms")]
+    pub ban_ms: u64,
 }
 
 impl Default for RateLimits {
@@ -67,8 +77,21 @@ impl Default for RateLimits {
             messages_per_channel: message_limit(),
             per_route: route_limit(),
             global: global_limit(),
+            invalid_requests: invalid_limit(),
+            ban_ms: ban_ms(),
         }
     }
+}
+
+fn invalid_limit() -> Limit {
+    Limit {
+        limit: 10_000,
+        window_ms: 10 * 60 * 1000,
+    }
+}
+
+fn ban_ms() -> u64 {
+    60 * 60 * 1000
 }
 
 /// A number of requests per window.
@@ -118,6 +141,9 @@ pub struct Channel {
     pub name: String,
     /// Text or voice.
     pub kind: ChannelKind,
+    /// The bot may read but not send here (no Send Messages): Create Message answers 403.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// The kinds of channel the simulator has.
@@ -232,21 +258,25 @@ impl Default for World {
                     id: snowflake(n, 1),
                     name: "general".to_owned(),
                     kind: ChannelKind::Text,
+                    read_only: false,
                 },
                 Channel {
                     id: snowflake(n, 2),
                     name: "bots".to_owned(),
                     kind: ChannelKind::Text,
+                    read_only: false,
                 },
                 Channel {
                     id: snowflake(n, 3),
                     name: "Lounge".to_owned(),
                     kind: ChannelKind::Voice,
+                    read_only: false,
                 },
                 Channel {
                     id: snowflake(n, 4),
                     name: "Music".to_owned(),
                     kind: ChannelKind::Voice,
+                    read_only: false,
                 },
             ],
             members: members.clone(),
@@ -268,6 +298,7 @@ impl Default for World {
             message_content_intent: true,
             heartbeat_interval_ms: heartbeat_interval(),
             rate_limits: RateLimits::default(),
+            rest_latency_ms: 0,
             guilds: vec![guild(0, "Disco Lounge"), guild(1, "Disco Annex")],
         }
     }
@@ -291,6 +322,7 @@ impl World {
                         id: snowflake(n, 1),
                         name: "general".to_owned(),
                         kind: ChannelKind::Text,
+                        read_only: false,
                     }],
                     members: members.clone(),
                     voice_states: Vec::new(),

@@ -330,7 +330,11 @@ async fn rest_answers_twilight_http_and_deduplicates_nonces() {
 
 #[tokio::test]
 async fn a_429_is_waited_out_by_twilight_and_ignoring_it_is_a_violation() {
-    let (sim, control) = start().await;
+    // twilight without its limiter retries a 429 at once, thousands of times a second: enough
+    // for Cloudflare's ban, which is not what this test is about.
+    let mut config = Config::default();
+    config.world.rate_limits.invalid_requests.limit = u32::MAX;
+    let (sim, control) = start_with(config).await;
     let channel = Id::new(sim.world.guilds[0].channels[0].id);
 
     // With its rate limiter, twilight-http waits the 429's retry_after, then succeeds.
@@ -626,4 +630,69 @@ async fn commands_are_registered_idempotently_and_validated() {
     assert_eq!(commands.len(), 1);
     assert_eq!(commands[0].name, "ping");
     sim.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_only_channel_answers_403_and_too_many_invalid_requests_ban_the_bot() {
+    let mut config = Config::default();
+    config.world.guilds[0].channels[1].read_only = true;
+    config.world.rate_limits.invalid_requests.limit = 5;
+    let (sim, control) = start_with(config).await;
+    let writable = Id::new(sim.world.guilds[0].channels[0].id);
+    let read_only = Id::new(sim.world.guilds[0].channels[1].id);
+    // Without twilight's limiter, which would wait out the ban's 429 (for an hour).
+    let http = Client::builder()
+        .token(sim.world.token.clone())
+        .proxy(sim.address.to_string(), true)
+        .ratelimiter(None)
+        .build();
+    let status = |result: Result<_, twilight_http::Error>| match result {
+        Ok(_) => 200,
+        Err(error) => match error.kind() {
+            twilight_http::error::ErrorType::Response { status, .. } => status.get(),
+            other => panic!("{other:?}"),
+        },
+    };
+    assert_eq!(
+        status(http.create_message(writable).content("hi").await),
+        200
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            status(http.create_message(read_only).content("no").await),
+            403
+        );
+        assert!(control.violations().await.unwrap().is_empty());
+    }
+    assert_eq!(control.invalid_requests().await.unwrap(), 4);
+    // The fifth invalid request: Cloudflare bans the address, and everything is refused.
+    assert_eq!(
+        status(http.create_message(read_only).content("no").await),
+        403
+    );
+    // (twilight retries a 429 without end, so this one is sent by hand.)
+    let (code, body) = raw_message(&sim, writable.get()).await;
+    assert_eq!((code, body.as_str()), (429, "error code: 1015"));
+    let violations = control.violations().await.unwrap();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0]["rule"], "invalid requests");
+    sim.stop().await.unwrap();
+}
+
+/// Create Message by hand, once: the status and the body.
+async fn raw_message(sim: &Simulator, channel: u64) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"content":"hi"}"#;
+    let request = format!(
+        "POST /api/v10/channels/{channel}/messages HTTP/1.1\r\nhost: sim\r\nauthorization: Bot {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        sim.world.token,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(sim.address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let code = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (code, body)
 }

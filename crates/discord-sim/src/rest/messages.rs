@@ -94,6 +94,9 @@ pub(super) async fn create_message(
             "Cannot send messages in a non-text channel",
         ));
     }
+    if channel.read_only {
+        return Ok(error(StatusCode::FORBIDDEN, 50013, "Missing Permissions"));
+    }
     if let Err(problem) = check_content(new.content.as_deref(), new.embeds.as_deref()) {
         return Ok(error(StatusCode::BAD_REQUEST, 50006, problem));
     }

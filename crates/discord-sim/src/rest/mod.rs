@@ -25,6 +25,7 @@ use serde_json::json;
 
 mod admit;
 mod commands;
+mod edge;
 mod interactions;
 mod messages;
 
@@ -33,6 +34,7 @@ use commands::{
     create_global_command, create_guild_command, list_global_commands, list_guild_commands,
     overwrite_global_commands, overwrite_guild_commands,
 };
+pub(crate) use edge::invalid_requests;
 pub(crate) use interactions::initial_response;
 use interactions::{delete_original, edit_original, followup, get_original, interaction_callback};
 use messages::create_message;
@@ -47,7 +49,7 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// How long Discord remembers a nonce for `enforce_nonce`.
 const NONCE_MEMORY: Duration = Duration::from_secs(5 * 60);
 
-pub(crate) fn router() -> Router<Arc<Sim>> {
+pub(crate) fn router(sim: &Arc<Sim>) -> Router<Arc<Sim>> {
     Router::new()
         .route("/gateway", get(gateway))
         .route("/gateway/bot", get(gateway_bot))
@@ -83,6 +85,10 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         )
         .route("/webhooks/{app}/{token}", post(followup))
         .fallback(|| async { error(StatusCode::NOT_FOUND, 0, "404: Not Found") })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(sim),
+            edge::edge,
+        ))
 }
 
 /// Discord's refusal of a request (its error body, or a 429 with the rate-limit headers):
