@@ -109,6 +109,16 @@ impl Broker {
                 )
                 .await
             }
+            Destination::Later(queue) => {
+                self.send(
+                    Via::Publisher,
+                    "",
+                    &super::later_queue(queue),
+                    &message,
+                    IfUnroutable::DeclareQueue(Shape::Later),
+                )
+                .await
+            }
         }
     }
 
@@ -131,7 +141,7 @@ impl Broker {
                 )
                 .await?
             }
-            Destination::Queue(queue) | Destination::Latest(queue) => {
+            Destination::Queue(queue) | Destination::Latest(queue) | Destination::Later(queue) => {
                 self.send(
                     Via::Requester,
                     "",
