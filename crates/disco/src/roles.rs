@@ -9,7 +9,7 @@ use anyhow::Context;
 use bus::Bus;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{Cli, SettingsError};
+use crate::settings::{self, Cli, SettingsError};
 use crate::telemetry::Admin;
 
 /// A role's run, waiting for its shutdown token.
@@ -29,12 +29,16 @@ pub enum Role {
     VoiceNode,
     /// Discord's interactions webhook.
     InteractionsIngress,
+    /// The fleet's one way out to Discord's REST API.
+    RestProxy,
 }
 
 impl Role {
-    /// Every role, in start order: consumers before the gateway that feeds them, so nothing
-    /// the gateway publishes waits for a consumer that is not up yet.
-    pub const START: [Self; 4] = [
+    /// Every role, in start order: the REST proxy the others call Discord through; consumers
+    /// before the gateway that feeds them, so nothing the gateway publishes waits for a
+    /// consumer that is not up yet.
+    pub const START: [Self; 5] = [
+        Self::RestProxy,
         Self::CommandWorker,
         Self::VoiceNode,
         Self::InteractionsIngress,
@@ -43,12 +47,14 @@ impl Role {
 
     /// Every role, in stop order: the ingress stops taking requests; workers settle what they
     /// hold; voice nodes leave their calls, which takes the gateway (op 4); then the gateway
-    /// sends what it was asked, closes resumably and saves its sessions.
-    pub const STOP: [Self; 4] = [
+    /// sends what it was asked, closes resumably and saves its sessions; the REST proxy last,
+    /// as every other role may still call Discord while it stops.
+    pub const STOP: [Self; 5] = [
         Self::InteractionsIngress,
         Self::CommandWorker,
         Self::VoiceNode,
         Self::GatewayShard,
+        Self::RestProxy,
     ];
 
     /// The role's name, as the CLI, metrics, Kubernetes and the dashboards write it.
@@ -58,26 +64,74 @@ impl Role {
             Self::CommandWorker => command_worker::ROLE,
             Self::VoiceNode => voice_node::ROLE,
             Self::InteractionsIngress => interactions_ingress::ROLE,
+            Self::RestProxy => rest_proxy::ROLE,
         }
     }
 }
 
 /// Checks each role's settings and builds it, every role with the process's one Discord REST
-/// client.
+/// client: through the REST proxy when the process runs one (`disco up`: on a free local port)
+/// or `DISCO_REST_PROXY_URL` names one, straight to Discord otherwise.
 pub(crate) fn build(
     roles: &[Role],
     cli: &Cli,
     bus: &Bus,
     admin: &mut Admin,
 ) -> Result<Vec<(Role, Run)>, SettingsError> {
-    // Every role but the ingress acts as the bot.
-    if roles.iter().any(|&r| r != Role::InteractionsIngress) {
+    // Every role but the ingress and the proxy acts as the bot.
+    if roles
+        .iter()
+        .any(|&r| !matches!(r, Role::InteractionsIngress | Role::RestProxy))
+    {
         cli.discord.token()?;
     }
-    let rest = cli.discord.rest()?;
     let mut built: Vec<(Role, Run)> = Vec::new();
+    let mut rest = cli.discord.rest()?;
+    if roles.contains(&Role::RestProxy) {
+        let alone = roles.len() == 1;
+        let listen = if alone {
+            rest_proxy::Config::DEFAULT_LISTEN
+        } else {
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+        };
+        let config = cli.proxy.config(&cli.discord, listen)?;
+        let proxy = rest_proxy::RestProxy::bind(&config, admin.registry()).map_err(|error| {
+            let source =
+                std::error::Error::source(&error).map_or_else(String::new, |s| format!(": {s}"));
+            settings::invalid(
+                "DISCO_REST_PROXY_LISTEN",
+                "rest-proxy-listen",
+                format!("{error}{source}"),
+            )
+        })?;
+        if !alone {
+            let address = proxy.address().map_err(|error| {
+                settings::invalid(
+                    "DISCO_REST_PROXY_LISTEN",
+                    "rest-proxy-listen",
+                    error.to_string(),
+                )
+            })?;
+            let url = url::Url::parse(&format!("http://{address}")).map_err(|error| {
+                settings::invalid(
+                    "DISCO_REST_PROXY_LISTEN",
+                    "rest-proxy-listen",
+                    error.to_string(),
+                )
+            })?;
+            rest = cli.discord.rest_through(&url)?;
+        }
+        admin.ready_when(Role::RestProxy.name(), proxy.readiness());
+        built.push((
+            Role::RestProxy,
+            Box::new(move |stop| {
+                Box::pin(async move { proxy.run(stop).await.context("rest-proxy") })
+            }),
+        ));
+    }
     for &role in roles {
         let run: Run = match role {
+            Role::RestProxy => continue,
             Role::GatewayShard => {
                 let hostname = std::env::var("HOSTNAME").ok();
                 let config = cli.gateway.config(&cli.discord, hostname.as_deref())?;

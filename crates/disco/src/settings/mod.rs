@@ -4,6 +4,7 @@
 
 mod gateway;
 mod ingress;
+mod proxy;
 mod voice;
 mod worker;
 
@@ -16,6 +17,7 @@ use url::Url;
 
 pub use gateway::GatewayArgs;
 pub use ingress::IngressArgs;
+pub use proxy::ProxyArgs;
 pub use voice::VoiceArgs;
 pub use worker::WorkerArgs;
 
@@ -40,6 +42,8 @@ pub struct Cli {
     pub voice: VoiceArgs,
     #[command(flatten)]
     pub ingress: IngressArgs,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 impl Cli {
@@ -71,6 +75,8 @@ pub enum Command {
     VoiceNode,
     /// Discord's HTTP interactions webhook.
     InteractionsIngress,
+    /// The fleet's one way out to Discord's REST API, holding the bot's limits.
+    RestProxy,
     /// Print the messages that cross RabbitMQ, as they cross it.
     Tail(TailArgs),
     /// A strict local Discord (gateway, REST, signed webhooks) to run Disco against.
@@ -129,6 +135,10 @@ pub struct SimArgs {
     /// Deliver interactions to this interactions endpoint (signed) instead of the gateway.
     #[arg(long, env = "DISCO_SIM_INTERACTIONS_URL")]
     pub interactions_url: Option<String>,
+    /// Answer each REST request after this many milliseconds, as Discord answers in tens of
+    /// ms (replaces the world's `rest_latency_ms`).
+    #[arg(long, env = "DISCO_SIM_REST_LATENCY_MS")]
+    pub rest_latency_ms: Option<u64>,
     /// Where the voice server's TLS identity is written (`ca.pem` is what a voice node's
     /// SSL_CERT_FILE must name); a directory under the system's temporary one by default.
     #[arg(long, env = "DISCO_SIM_VOICE_TLS_DIR")]
@@ -154,6 +164,10 @@ pub struct DiscordArgs {
         global = true
     )]
     pub discord_api_url: String,
+    /// Send every REST call through this rest-proxy (`http://disco-rest-proxy:9300`) instead
+    /// of straight to Discord; the proxy holds the bot's rate limits for the whole fleet.
+    #[arg(long, env = "DISCO_REST_PROXY_URL", global = true)]
+    pub rest_proxy_url: Option<String>,
     /// Discord's gateway URL; by default the one `GET /gateway/bot` names.
     #[arg(long, env = "DISCO_DISCORD_GATEWAY_URL", global = true)]
     pub discord_gateway_url: Option<String>,
@@ -259,7 +273,11 @@ fn refused(field: &str, problem: String, sources: &[Source]) -> Invalid {
     }
 }
 
-fn invalid(env: &'static str, flag: &'static str, problem: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(
+    env: &'static str,
+    flag: &'static str,
+    problem: impl Into<String>,
+) -> Invalid {
     Invalid {
         env,
         flag,
@@ -344,11 +362,19 @@ impl DiscordArgs {
     /// when one is given. An interactions ingress alone has none: the interaction token
     /// authorises its calls.
     pub fn rest(&self) -> Result<Arc<twilight_http::Client>, SettingsError> {
+        match self.rest_proxy_url()? {
+            Some(proxy) => self.rest_through(&proxy),
+            None => self.rest_through(&self.api_url()?),
+        }
+    }
+
+    /// The REST client, sending to `url`: Discord's API, or a rest-proxy (which holds the rate
+    /// limits, so twilight's own limiter is off).
+    pub fn rest_through(&self, url: &Url) -> Result<Arc<twilight_http::Client>, SettingsError> {
         let mut builder = twilight_http::Client::builder();
         if let Some(token) = self.token.as_deref() {
             builder = builder.token(bot_token(token)?.expose().to_owned());
         }
-        let url = self.api_url()?;
         let host = url.host_str().unwrap_or_default();
         let address = match url.port() {
             Some(port) => format!("{host}:{port}"),
@@ -359,7 +385,20 @@ impl DiscordArgs {
         } else if address != "discord.com" {
             builder = builder.proxy(address, false);
         }
+        if self.rest_proxy_url.is_some() || *url != self.api_url()? {
+            builder = builder.ratelimiter(None);
+        }
         Ok(Arc::new(builder.build()))
+    }
+
+    /// The rest-proxy to send through, if one is set.
+    pub fn rest_proxy_url(&self) -> Result<Option<Url>, SettingsError> {
+        Ok(self
+            .rest_proxy_url
+            .as_deref()
+            .map(|url| url_with_scheme(url, &["http", "https"]))
+            .transpose()
+            .map_err(|problem| invalid("DISCO_REST_PROXY_URL", "rest-proxy-url", problem))?)
     }
 }
 
@@ -427,6 +466,7 @@ mod tests {
             public_key: public_key.map(str::to_owned),
             discord_api_url: "https://discord.com".to_owned(),
             discord_gateway_url: None,
+            rest_proxy_url: None,
         }
     }
 

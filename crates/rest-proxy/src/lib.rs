@@ -1,0 +1,489 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Map
+//! - [`RestProxy`]: [`RestProxy::bind`] takes the listener, [`RestProxy::run`] serves until
+//!   shutdown.
+//! - `route`: what a request is: template, major parameter, global or not, deadline.
+//! - `limits`: buckets and the global limit, with deadlines.
+//! - `budget`: the invalid-request budget: 401 token, 403 channels, the breaker.
+//! - `metrics`: `disco_rest_proxy_*`.
+
+mod budget;
+mod limits;
+mod metrics;
+mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use disco_proto::InvalidConfig;
+
+use budget::{Budget, Known};
+use limits::{Answer, Limits, Refusal};
+use metrics::{LimitedLabel, Metrics, RefusedLabel, RequestLabel};
+use route::Route;
+
+/// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
+pub const ROLE: &str = "rest-proxy";
+
+/// Header a sender puts the time its answer stops being useful in, as Unix milliseconds.
+pub const DEADLINE_HEADER: &str = "x-disco-deadline";
+/// Header a sender puts how long it is willing to wait for its turn in, in milliseconds; a
+/// longer wait is refused as `busy` with the wait in [`RETRY_AFTER_HEADER`].
+pub const MAX_WAIT_HEADER: &str = "x-disco-max-wait-ms";
+/// Header naming why the proxy answered instead of Discord: `deadline`, `busy`,
+/// `unauthorized`, `forbidden`, `breaker`, `unreachable`.
+pub const REFUSED_HEADER: &str = "x-disco-refused";
+/// Header with how long (ms) the refused request would have waited for its turn.
+pub const RETRY_AFTER_HEADER: &str = "x-disco-retry-after-ms";
+
+/// How long a 403 for a route in a channel is answered by the proxy.
+const FORBIDDEN_MEMORY: Duration = Duration::from_secs(10 * 60);
+/// Tries of one request when Discord answers 429 (each waits for the bucket).
+const TRIES: u32 = 3;
+
+/// What the proxy needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Discord's REST base URL (the API lives under `/api/v10`).
+    pub upstream: Url,
+    /// Requests per second outside interaction routes (Discord raises it for large bots).
+    pub global_limit: u32,
+    /// Invalid requests in 10 minutes above which failing routes are refused (Cloudflare
+    /// bans at 10,000).
+    pub invalid_budget: u32,
+    /// How long a request without `x-disco-deadline` may wait for its turn.
+    pub default_deadline: Duration,
+}
+
+impl Config {
+    /// Where to listen, unless set.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9300);
+    /// Discord's global limit.
+    pub const DEFAULT_GLOBAL_LIMIT: u32 = 50;
+    /// Half of Cloudflare's 10,000.
+    pub const DEFAULT_INVALID_BUDGET: u32 = 5_000;
+    /// How long a request without a deadline may wait, unless set.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+
+    /// A proxy to `upstream`; every other field at its default.
+    pub fn new(upstream: Url) -> Self {
+        Self {
+            listen: Self::DEFAULT_LISTEN,
+            upstream,
+            global_limit: Self::DEFAULT_GLOBAL_LIMIT,
+            invalid_budget: Self::DEFAULT_INVALID_BUDGET,
+            default_deadline: Self::DEFAULT_DEADLINE,
+        }
+    }
+
+    /// Refuses a value the proxy cannot run with, naming the field.
+    ///
+    /// # Errors
+    /// The first field found wrong.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if !matches!(self.upstream.scheme(), "http" | "https") {
+            return Err(InvalidConfig::new("upstream", "expected an http(s) URL"));
+        }
+        if self.global_limit == 0 {
+            return Err(InvalidConfig::new("global_limit", "expected at least 1"));
+        }
+        if self.invalid_budget == 0 || self.invalid_budget >= 10_000 {
+            return Err(InvalidConfig::new(
+                "invalid_budget",
+                "expected 1 to 9,999: Cloudflare bans the address at 10,000",
+            ));
+        }
+        if self.default_deadline.is_zero() {
+            return Err(InvalidConfig::new(
+                "default_deadline",
+                "expected more than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why the proxy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// It could not listen or serve.
+    #[error("cannot serve on {address}")]
+    Serve {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The REST proxy role.
+#[derive(Debug)]
+pub struct RestProxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    ready: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream: String,
+    client: reqwest::Client,
+    limits: Limits,
+    budget: Budget,
+    metrics: Metrics,
+    default_deadline: Duration,
+}
+
+impl RestProxy {
+    /// Listens on `config.listen` (port 0: any free port, see [`RestProxy::address`]) and
+    /// registers the metrics. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// The address cannot be listened on.
+    pub fn bind(config: &Config, registry: &mut Registry) -> Result<Self, Error> {
+        let serve_error = |source| Error::Serve {
+            address: config.listen.to_string(),
+            source,
+        };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(serve_error)?;
+        listener.set_nonblocking(true).map_err(serve_error)?;
+        let listener = TcpListener::from_std(listener).map_err(serve_error)?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| serve_error(std::io::Error::other(e)))?;
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                upstream: config.upstream.as_str().trim_end_matches('/').to_owned(),
+                client,
+                limits: Limits::new(config.global_limit),
+                budget: Budget::new(config.invalid_budget, FORBIDDEN_MEMORY),
+                metrics: Metrics::register(registry, config.invalid_budget, config.global_limit),
+                default_deadline: config.default_deadline,
+            }),
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Where the proxy listens.
+    ///
+    /// # Errors
+    /// The socket has no local address.
+    pub fn address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// True while the proxy serves.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let ready = Arc::clone(&self.ready);
+        move || ready.load(Ordering::Relaxed)
+    }
+
+    /// Serves until `shutdown`, then finishes the requests in hand.
+    ///
+    /// # Errors
+    /// Serving failed.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let address = self
+            .listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        let app = Router::new()
+            .fallback(forward)
+            .layer(DefaultBodyLimit::max(25 * 1024 * 1024))
+            .with_state(Arc::clone(&self.shared));
+        let gauges = tokio::spawn({
+            let shared = Arc::clone(&self.shared);
+            let stop = shutdown.clone();
+            async move {
+                while stop
+                    .run_until_cancelled(tokio::time::sleep(Duration::from_secs(5)))
+                    .await
+                    .is_some()
+                {
+                    shared.update_gauges();
+                }
+            }
+        });
+        self.ready.store(true, Ordering::Relaxed);
+        tracing::info!(%address, upstream = %self.shared.upstream, "proxying Discord's REST API");
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        self.ready.store(false, Ordering::Relaxed);
+        gauges.abort();
+        served.map_err(|source| Error::Serve { address, source })
+    }
+}
+
+impl Shared {
+    fn update_gauges(&self) {
+        let (spent, open) = self.budget.spent();
+        self.metrics
+            .invalid
+            .set(i64::try_from(spent).unwrap_or(i64::MAX));
+        self.metrics.breaker_open.set(i64::from(open));
+        self.metrics
+            .token_rejected
+            .set(i64::from(self.budget.token_rejected()));
+        self.metrics
+            .buckets
+            .set(i64::try_from(self.limits.buckets()).unwrap_or(i64::MAX));
+    }
+
+    fn refused(
+        &self,
+        route: &Route,
+        status: StatusCode,
+        reason: &'static str,
+        body: Bytes,
+        wait: Option<Duration>,
+    ) -> Response {
+        self.metrics
+            .refused
+            .get_or_create(&RefusedLabel {
+                route: route.template.clone(),
+                reason,
+            })
+            .inc();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabel {
+                route: route.template.clone(),
+                status: status.as_u16(),
+                origin: "proxy",
+            })
+            .inc();
+        let mut response = (status, [("content-type", "application/json")], body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(REFUSED_HEADER, HeaderValue::from_static(reason));
+        if let Some(wait) = wait
+            && let Ok(value) = HeaderValue::from_str(&wait.as_millis().to_string())
+        {
+            headers.insert(RETRY_AFTER_HEADER, value);
+        }
+        response
+    }
+}
+
+fn message(text: &str) -> Bytes {
+    Bytes::from(serde_json::json!({"message": text, "code": 0}).to_string())
+}
+
+/// When the answer to a request stops being useful, on our clock.
+fn deadline(headers: &HeaderMap, route: &Route, default: Duration) -> Instant {
+    let now = Instant::now();
+    let given = headers
+        .get(DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+        .or(route.interaction_deadline);
+    match given {
+        Some(at) => now + at.duration_since(SystemTime::now()).unwrap_or_default(),
+        None => now + default,
+    }
+}
+
+/// Request headers not passed on: hop-by-hop, recomputed, or ours.
+fn passed_on(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "host" | "connection" | "content-length" | "transfer-encoding" | "keep-alive" | "upgrade"
+    ) && !name.as_str().starts_with("x-disco-")
+}
+
+async fn forward(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let Some(api) = path
+        .strip_prefix("/api/v")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, api)| api)
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            message("not a Discord API path: /api/v10/..."),
+        )
+            .into_response();
+    };
+    let route = Route::classify(method.as_str(), api);
+    let credential = budget::credential(headers.get("authorization").map(HeaderValue::as_bytes));
+    if let Some(known) = shared.budget.known(&route, credential) {
+        let (status, body) = match &known {
+            Known::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                message(
+                    "401: Unauthorized (Discord refused this token; the proxy sends nothing with it)",
+                ),
+            ),
+            Known::Forbidden(body) => (StatusCode::FORBIDDEN, body.clone()),
+            Known::Breaker => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                message(
+                    "the invalid-request budget is spent and this route failed in the last 10 minutes",
+                ),
+            ),
+        };
+        return shared.refused(&route, status, known.reason(), body, None);
+    }
+    let deadline = deadline(&headers, &route, shared.default_deadline);
+    let max_wait = headers
+        .get(MAX_WAIT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let key = format!("{} {}", route.template, route.major);
+    let url = match uri.query() {
+        Some(query) => format!("{}{path}?{query}", shared.upstream),
+        None => format!("{}{path}", shared.upstream),
+    };
+    let mut outgoing = reqwest::header::HeaderMap::with_capacity(headers.len());
+    for (name, value) in &headers {
+        if passed_on(name) {
+            outgoing.append(name.clone(), value.clone());
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let waited = Instant::now();
+        let turn = match shared
+            .limits
+            .turn(&key, route.global, deadline, max_wait)
+            .await
+        {
+            Ok(turn) => turn,
+            Err(refusal) => {
+                let text = match refusal {
+                    Refusal::Deadline(_) => {
+                        "its turn in Discord's rate limits comes after its deadline"
+                    }
+                    Refusal::Busy(_) => {
+                        "its turn in Discord's rate limits comes later than x-disco-max-wait-ms"
+                    }
+                };
+                return shared.refused(
+                    &route,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    refusal.reason(),
+                    message(text),
+                    Some(refusal.wait()),
+                );
+            }
+        };
+        shared.metrics.wait.observe(waited.elapsed().as_secs_f64());
+        let sent = Instant::now();
+        let timeout = deadline
+            .saturating_duration_since(sent)
+            .max(Duration::from_secs(1));
+        let result = shared
+            .client
+            .request(method.clone(), &url)
+            .headers(outgoing.clone())
+            .body(body.clone())
+            .timeout(timeout)
+            .send()
+            .await;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                shared.limits.done(turn, None);
+                // Without its URL: interaction and webhook URLs hold tokens.
+                let error = error.without_url();
+                tracing::warn!(route = %route.template, %error, "discord unreachable");
+                return shared.refused(
+                    &route,
+                    StatusCode::BAD_GATEWAY,
+                    "unreachable",
+                    message("Discord did not answer"),
+                    None,
+                );
+            }
+        };
+        let status = response.status().as_u16();
+        let answer = Answer::read(status, response.headers());
+        let response_headers = response.headers().clone();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => {
+                shared.limits.done(turn, Some(&answer));
+                let error = error.without_url();
+                tracing::warn!(route = %route.template, %error, "discord's answer broke off");
+                return shared.refused(
+                    &route,
+                    StatusCode::BAD_GATEWAY,
+                    "unreachable",
+                    message("Discord's answer broke off"),
+                    None,
+                );
+            }
+        };
+        shared.metrics.discord.observe(sent.elapsed().as_secs_f64());
+        shared.limits.done(turn, Some(&answer));
+        shared
+            .budget
+            .record(&route, credential, status, answer.scope.as_deref(), &body);
+        shared
+            .metrics
+            .requests
+            .get_or_create(&RequestLabel {
+                route: route.template.clone(),
+                status,
+                origin: "discord",
+            })
+            .inc();
+        if status == 429 {
+            shared
+                .metrics
+                .rate_limited
+                .get_or_create(&LimitedLabel {
+                    route: route.template.clone(),
+                    scope: answer.scope.clone().unwrap_or_else(|| "none".to_owned()),
+                })
+                .inc();
+            if attempt < TRIES {
+                tracing::debug!(route = %route.template, attempt, "429 from Discord; waiting for the bucket");
+                continue;
+            }
+        }
+        if matches!(status, 401 | 403) {
+            shared.update_gauges();
+        }
+        let mut back = Response::builder().status(status);
+        for (name, value) in &response_headers {
+            if !matches!(
+                name.as_str(),
+                "connection" | "content-length" | "transfer-encoding" | "keep-alive"
+            ) {
+                back = back.header(name, value);
+            }
+        }
+        return back
+            .body(axum::body::Body::from(body))
+            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+    }
+}

@@ -1,0 +1,421 @@
+//! Discord's rate limits, held for every sender at once: a bucket per route and major
+//! parameter, learned from Discord's headers, and the global limit. A request waits its turn
+//! only while its answer is still useful: one that would go out after its deadline, or wait
+//! longer than its sender allows, is refused at once with how long it would have waited.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use reqwest::header::HeaderMap;
+
+/// How much later than Discord's window our window ends: the sender's clock starts before
+/// Discord's does, by up to the network's jitter.
+const MARGIN: Duration = Duration::from_millis(50);
+/// How long a bucket whose limits are not known yet lets its one probing request run before
+/// the next one may go.
+const PROBE_POLL: Duration = Duration::from_millis(10);
+
+/// Why a request was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Its turn comes after its deadline: nobody would want the answer.
+    Deadline(Duration),
+    /// Its turn comes later than the sender wants to wait (`x-disco-max-wait-ms`): the sender
+    /// may park it and try again after this long, keeping its capacity for other channels.
+    Busy(Duration),
+}
+
+impl Refusal {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Self::Deadline(_) => "deadline",
+            Self::Busy(_) => "busy",
+        }
+    }
+
+    pub(crate) fn wait(self) -> Duration {
+        match self {
+            Self::Deadline(wait) | Self::Busy(wait) => wait,
+        }
+    }
+}
+
+/// One bucket: `limit` requests per window; what is left of the current one.
+#[derive(Debug)]
+struct Bucket {
+    /// Known once Discord answered a request of this bucket.
+    limit: Option<u32>,
+    remaining: u32,
+    /// When the current window ends, by Discord's last answer (our clock, after it).
+    reset_at: Option<Instant>,
+    /// The window's length, as Discord's answers show it.
+    window: Duration,
+    in_flight: u32,
+    waiting: u32,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            limit: None,
+            remaining: 0,
+            reset_at: None,
+            window: Duration::from_secs(1),
+            in_flight: 0,
+            waiting: 0,
+        }
+    }
+
+    /// Takes a turn, or says how long until one may come.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let Some(limit) = self.limit else {
+            // Unknown limits: one request at a time until Discord names them.
+            if self.in_flight == 0 {
+                self.in_flight += 1;
+                return Ok(());
+            }
+            return Err(PROBE_POLL);
+        };
+        if let Some(reset_at) = self.reset_at
+            && now >= reset_at
+        {
+            // A new window; requests still in flight may count against it.
+            self.remaining = limit.saturating_sub(self.in_flight);
+            self.reset_at = None;
+        }
+        if self.remaining > 0 {
+            self.remaining -= 1;
+            self.in_flight += 1;
+            return Ok(());
+        }
+        Err(self.reset_at.map_or(PROBE_POLL, |reset_at| {
+            reset_at.saturating_duration_since(now)
+        }))
+    }
+
+    /// How long the request now joining the waiters would wait: the current window, then one
+    /// window per `limit` requests ahead of it.
+    fn expected_wait(&self, until_turn: Duration) -> Duration {
+        match self.limit {
+            // Unknown until the probe's answer: no better guess than soon.
+            None => until_turn,
+            Some(limit) => until_turn + self.window * (self.waiting / limit.max(1)),
+        }
+    }
+
+    fn learn(&mut self, now: Instant, answer: &Answer) {
+        if let Some(limit) = answer.limit {
+            if self.limit.is_none() {
+                // The probe's answer: what it says is left is what is left.
+                self.remaining = answer.remaining.unwrap_or(0);
+            }
+            self.limit = Some(limit);
+        }
+        if let Some(remaining) = answer.remaining {
+            // Someone else (another replica, the bot elsewhere) may have taken some.
+            self.remaining = self.remaining.min(remaining);
+        }
+        if let Some(after) = answer.reset_after {
+            let reset_at = now + after + MARGIN;
+            self.reset_at = Some(self.reset_at.map_or(reset_at, |r| r.max(reset_at)));
+            self.window = self.window.max(after);
+        }
+        if let Some(retry_after) = answer.retry_after
+            && !answer.global
+        {
+            self.remaining = 0;
+            let until = now + retry_after + MARGIN;
+            self.reset_at = Some(self.reset_at.map_or(until, |r| r.max(until)));
+        }
+    }
+}
+
+/// What Discord's answer says about the limits.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    limit: Option<u32>,
+    remaining: Option<u32>,
+    reset_after: Option<Duration>,
+    /// A 429's wait.
+    retry_after: Option<Duration>,
+    /// A 429 of the global limit.
+    global: bool,
+    /// `X-RateLimit-Scope`: `user`, `global` or `shared`.
+    pub(crate) scope: Option<String>,
+}
+
+impl Answer {
+    pub(crate) fn read(status: u16, headers: &HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let seconds = |name: &str| {
+            text(name)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+        };
+        let limited = status == 429;
+        Self {
+            limit: text("x-ratelimit-limit").and_then(|v| v.parse().ok()),
+            remaining: text("x-ratelimit-remaining").and_then(|v| v.parse().ok()),
+            reset_after: seconds("x-ratelimit-reset-after"),
+            retry_after: limited
+                .then(|| seconds("retry-after"))
+                .flatten()
+                .or_else(|| {
+                    // Cloudflare's 429 has no headers: wait a while rather than not at all.
+                    limited.then_some(Duration::from_secs(1))
+                }),
+            global: limited && text("x-ratelimit-global").is_some_and(|v| v == "true"),
+            scope: text("x-ratelimit-scope").map(str::to_owned),
+        }
+    }
+}
+
+/// The fleet's limits: buckets and the global one.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    state: Mutex<State>,
+    /// Requests per second outside interaction routes.
+    global_limit: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    buckets: HashMap<String, Bucket>,
+    /// When each of the last `global_limit` requests was sent.
+    sent: VecDeque<Instant>,
+    /// A global 429 stops everything until then.
+    global_blocked_until: Option<Instant>,
+}
+
+/// A request's place in its bucket, given back with Discord's answer (or without one).
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Turn {
+    key: String,
+}
+
+impl Limits {
+    pub(crate) fn new(global_limit: u32) -> Self {
+        Self {
+            state: Mutex::new(State {
+                buckets: HashMap::new(),
+                sent: VecDeque::new(),
+                global_blocked_until: None,
+            }),
+            global_limit: global_limit.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the request's turn in bucket `key` (and in the global limit when `global`),
+    /// unless it would come after `deadline` or later than `max_wait` from now.
+    pub(crate) async fn turn(
+        &self,
+        key: &str,
+        global: bool,
+        deadline: Instant,
+        max_wait: Option<Duration>,
+    ) -> Result<Turn, Refusal> {
+        let check = |wait: Duration| {
+            let now = Instant::now();
+            if now + wait > deadline {
+                return Err(Refusal::Deadline(wait));
+            }
+            if max_wait.is_some_and(|max| wait > max) {
+                return Err(Refusal::Busy(wait));
+            }
+            Ok(())
+        };
+        // The bucket first, so that a request waiting for its channel takes no global turn.
+        loop {
+            let wait = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let bucket = state
+                    .buckets
+                    .entry(key.to_owned())
+                    .or_insert_with(Bucket::new);
+                match bucket.take(now) {
+                    Ok(()) => break,
+                    Err(until_turn) => {
+                        let wait = bucket.expected_wait(until_turn);
+                        check(wait)?;
+                        bucket.waiting += 1;
+                        until_turn
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+            if let Some(bucket) = self.lock().buckets.get_mut(key) {
+                bucket.waiting = bucket.waiting.saturating_sub(1);
+            }
+        }
+        let turn = Turn {
+            key: key.to_owned(),
+        };
+        if global {
+            loop {
+                let wait = {
+                    let mut state = self.lock();
+                    let now = Instant::now();
+                    while state.sent.front().is_some_and(|&at| {
+                        now.duration_since(at) >= Duration::from_secs(1) + MARGIN
+                    }) {
+                        state.sent.pop_front();
+                    }
+                    let blocked = state
+                        .global_blocked_until
+                        .filter(|&until| until > now)
+                        .map(|until| until - now);
+                    let full = (state.sent.len() >= self.global_limit as usize).then(|| {
+                        state.sent.front().map_or(Duration::ZERO, |&first| {
+                            (first + Duration::from_secs(1) + MARGIN).saturating_duration_since(now)
+                        })
+                    });
+                    match blocked.max(full) {
+                        None => {
+                            state.sent.push_back(now);
+                            break;
+                        }
+                        Some(wait) => {
+                            if let Err(refusal) = check(wait) {
+                                drop(state);
+                                self.done(turn, None);
+                                return Err(refusal);
+                            }
+                            wait
+                        }
+                    }
+                };
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+        }
+        Ok(turn)
+    }
+
+    /// Gives a turn back with what Discord answered (`None`: no answer came).
+    pub(crate) fn done(&self, turn: Turn, answer: Option<&Answer>) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if let Some(answer) = answer
+            && answer.global
+            && let Some(retry_after) = answer.retry_after
+        {
+            state.global_blocked_until = Some(now + retry_after + MARGIN);
+        }
+        let evict = {
+            let Some(bucket) = state.buckets.get_mut(&turn.key) else {
+                return;
+            };
+            bucket.in_flight = bucket.in_flight.saturating_sub(1);
+            // A probe that got no answer teaches nothing; the next request probes again.
+            if let Some(answer) = answer {
+                bucket.learn(now, answer);
+            }
+            bucket.limit.is_none() && bucket.in_flight == 0 && bucket.waiting == 0
+        };
+        if evict {
+            state.buckets.remove(&turn.key);
+        }
+        if state.buckets.len() > 50_000 {
+            // Idle buckets of past windows hold nothing worth keeping.
+            state.buckets.retain(|_, b| {
+                b.in_flight > 0 || b.waiting > 0 || b.reset_at.is_some_and(|r| r > now)
+            });
+        }
+    }
+
+    /// Buckets held (a gauge).
+    pub(crate) fn buckets(&self) -> usize {
+        self.lock().buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().expect("header value"));
+        }
+        map
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_sends_its_limit_per_window_and_refuses_what_would_miss_its_deadline() {
+        let limits = Limits::new(50);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The probe learns the bucket: 5 per 5 s, 4 left.
+        let probe = limits.turn("c", true, deadline, None).await.expect("probe");
+        let answer = Answer::read(
+            200,
+            &headers(&[
+                ("x-ratelimit-limit", "5"),
+                ("x-ratelimit-remaining", "4"),
+                ("x-ratelimit-reset-after", "5.000"),
+            ]),
+        );
+        limits.done(probe, Some(&answer));
+        for _ in 0..4 {
+            let turn = limits
+                .turn("c", true, deadline, None)
+                .await
+                .expect("in window");
+            limits.done(turn, None);
+        }
+        // The sixth would wait for the next window: more than a 1 s deadline allows.
+        let soon = Instant::now() + Duration::from_secs(1);
+        let refused = limits
+            .turn("c", true, soon, None)
+            .await
+            .expect_err("too late");
+        assert!(matches!(refused, Refusal::Deadline(wait) if wait > Duration::from_secs(4)));
+        // ... and more than a sender that waits at most 100 ms.
+        let refused = limits
+            .turn("c", true, deadline, Some(Duration::from_millis(100)))
+            .await
+            .expect_err("busy");
+        assert!(matches!(refused, Refusal::Busy(_)));
+        // A patient one waits for the window to end.
+        let started = Instant::now();
+        let turn = limits
+            .turn("c", true, deadline, None)
+            .await
+            .expect("next window");
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        limits.done(turn, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_global_limit_spaces_requests_over_any_second() {
+        let limits = Limits::new(3);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = Instant::now();
+        for n in 0..7 {
+            let turn = limits
+                .turn(&format!("bucket {n}"), true, deadline, None)
+                .await
+                .expect("turn");
+            limits.done(turn, None);
+        }
+        // 3 at once, 3 a second later, the 7th a second after that.
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        // Interaction routes are not counted.
+        let turn = limits
+            .turn("interaction", false, deadline, None)
+            .await
+            .expect("exempt");
+        limits.done(turn, None);
+    }
+}
