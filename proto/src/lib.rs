@@ -14,6 +14,7 @@ pub mod v1 {
 }
 
 mod config;
+pub mod rest;
 pub mod route;
 mod secret;
 

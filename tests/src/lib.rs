@@ -587,13 +587,32 @@ pub async fn until_ready(admin: std::net::SocketAddr) {
 
 /// Whether Disco's `/readyz` at `admin` answers 200.
 pub async fn is_ready(admin: std::net::SocketAddr) -> bool {
+    admin_get(admin, "/readyz")
+        .await
+        .is_some_and(|response| response.starts_with("HTTP/1.1 200"))
+}
+
+/// The response to `GET <path>` from Disco's admin endpoints at `admin`, whole.
+pub async fn admin_get(admin: std::net::SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
-        return false;
-    };
-    let request = b"GET /readyz HTTP/1.1\r\nhost: disco\r\nconnection: close\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: disco\r\nconnection: close\r\n\r\n");
     let mut response = String::new();
-    stream.write_all(request).await.is_ok()
-        && stream.read_to_string(&mut response).await.is_ok()
-        && response.starts_with("HTTP/1.1 200")
+    stream.write_all(request.as_bytes()).await.ok()?;
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+/// The sum of every sample of metric `name` whose labels contain each of `labels`
+/// (`reason="forbidden"`), from `/metrics` at `admin`; 0 when there is none.
+pub async fn metric(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    let text = admin_get(admin, "/metrics").await.unwrap_or_default();
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels.iter().all(|label| line.contains(label))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

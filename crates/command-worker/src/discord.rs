@@ -1,20 +1,41 @@
-//! Discord's REST API through twilight-http, with Disco's failure rules: twilight's rate
-//! limiter waits out 429s; 5xx and timeouts are retried a bounded number of times with
-//! backoff; any other 4xx is final.
+//! Discord's REST API through twilight-http, with Disco's failure rules: each call carries the
+//! time its answer stops being useful (`x-disco-deadline`), which the rest-proxy holds it to;
+//! 5xx, timeouts and an unreachable proxy are retried with backoff until that deadline; any
+//! other 4xx is final. Through the proxy, a reply whose channel is busy for longer than the
+//! caller will wait comes back as [`CallError::Later`], so the command can be parked.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use twilight_http::request::Request;
+
+use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 use twilight_http::error::ErrorType;
-use twilight_http::request::Request;
 use twilight_http::response::marker::EmptyBody;
 use twilight_http::routing::Route;
 
 use crate::metrics::{Metrics, RestLabel};
 
-/// Tries after the first, for 5xx and timeouts.
-const RETRIES: u32 = 3;
+/// The longest pause between tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// When a call's answer stops being useful, and how long it may wait for its turn in a
+/// rate-limited channel before the caller would rather park it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Due {
+    pub(crate) deadline: SystemTime,
+    pub(crate) max_wait: Option<Duration>,
+}
+
+impl Due {
+    pub(crate) fn by(deadline: SystemTime) -> Self {
+        Self {
+            deadline,
+            max_wait: None,
+        }
+    }
+}
 
 /// Why a call did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +49,15 @@ pub(crate) enum CallError {
         code: Option<u64>,
         body: String,
     },
-    /// 5xx or timeouts, after every retry.
-    #[error("{route} failed after {RETRIES} retries: {last}")]
+    /// 5xx or timeouts, until the deadline.
+    #[error("{route} failed until its deadline: {last}")]
     Unavailable { route: &'static str, last: String },
+    /// The rest-proxy: its turn would come after its deadline. Nobody wants the answer now.
+    #[error("{route} could not be sent before its deadline")]
+    Expired { route: &'static str },
+    /// The rest-proxy: its turn comes in this long, more than the caller would wait.
+    #[error("{route} must wait {wait:?} for its turn")]
+    Later { route: &'static str, wait: Duration },
 }
 
 #[derive(Debug)]
@@ -58,20 +85,34 @@ impl Discord {
         route_name: &'static str,
         route: &Route<'_>,
         body: &Value,
+        due: Due,
     ) -> Result<(), CallError> {
         let mut backoff = Duration::from_millis(250);
-        let mut attempt = 0;
+        let deadline_ms = due
+            .deadline
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut headers = vec![(
+            HeaderName::from_static(disco_proto::rest::DEADLINE_HEADER),
+            HeaderValue::from(u64::try_from(deadline_ms).unwrap_or(u64::MAX)),
+        )];
+        if let Some(max_wait) = due.max_wait {
+            headers.push((
+                HeaderName::from_static(disco_proto::rest::MAX_WAIT_HEADER),
+                HeaderValue::from(u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX)),
+            ));
+        }
         loop {
-            let request =
-                Request::builder(route)
-                    .json(body)
-                    .build()
-                    .map_err(|e| CallError::Refused {
-                        route: route_name,
-                        status: 0,
-                        code: None,
-                        body: e.to_string(),
-                    })?;
+            let request = Request::builder(route)
+                .json(body)
+                .headers(headers.iter().cloned())
+                .build()
+                .map_err(|e| CallError::Refused {
+                    route: route_name,
+                    status: 0,
+                    code: None,
+                    body: e.to_string(),
+                })?;
             let result = self.http.request::<EmptyBody>(request).await;
             let (status, retryable, detail, code) = match result {
                 Ok(response) => {
@@ -80,10 +121,29 @@ impl Discord {
                 }
                 Err(error) => match error.kind() {
                     ErrorType::Response { status, body, .. } => {
+                        let json = serde_json::from_slice::<Value>(body).ok();
+                        let code = json.as_ref().and_then(|v| v["code"].as_u64());
+                        if let Some(refused) = json.as_ref().map(|v| &v["disco"])
+                            && let Some(reason) = refused["refused"].as_str()
+                        {
+                            self.count(route_name, status.get());
+                            let wait = Duration::from_millis(
+                                refused["retry_after_ms"].as_u64().unwrap_or(1000),
+                            );
+                            match reason {
+                                disco_proto::rest::REFUSED_DEADLINE => {
+                                    return Err(CallError::Expired { route: route_name });
+                                }
+                                disco_proto::rest::REFUSED_BUSY => {
+                                    return Err(CallError::Later {
+                                        route: route_name,
+                                        wait,
+                                    });
+                                }
+                                _ => {}
+                            }
+                        }
                         let text = String::from_utf8_lossy(body).into_owned();
-                        let code = serde_json::from_slice::<Value>(body)
-                            .ok()
-                            .and_then(|v| v["code"].as_u64());
                         (status.get(), status.get() >= 500, text, code)
                     }
                     ErrorType::RequestTimedOut | ErrorType::RequestError => {
@@ -101,23 +161,21 @@ impl Discord {
                     body: detail,
                 });
             }
-            if attempt == RETRIES {
+            if SystemTime::now() + backoff > due.deadline {
                 return Err(CallError::Unavailable {
                     route: route_name,
                     last: detail,
                 });
             }
-            attempt += 1;
             self.metrics.retries.inc();
             tracing::warn!(
                 route = route_name,
                 status,
-                attempt,
                 ?backoff,
                 "discord failed, retrying"
             );
             tokio::time::sleep(backoff).await;
-            backoff *= 2;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -156,7 +214,8 @@ impl Discord {
         route: &Route<'_>,
         body: &Value,
     ) -> Result<(), CallError> {
-        self.call(route_name, route, body).await
+        let due = Due::by(SystemTime::now() + Duration::from_secs(30));
+        self.call(route_name, route, body, due).await
     }
 
     fn count(&self, route: &'static str, status: u16) {
@@ -170,9 +229,15 @@ impl Discord {
         &self,
         channel_id: u64,
         body: &Value,
+        due: Due,
     ) -> Result<(), CallError> {
-        self.call("create_message", &Route::CreateMessage { channel_id }, body)
-            .await
+        self.call(
+            "create_message",
+            &Route::CreateMessage { channel_id },
+            body,
+            due,
+        )
+        .await
     }
 
     pub(crate) async fn interaction_callback(
@@ -186,14 +251,29 @@ impl Discord {
             interaction_token: token,
             with_response: false,
         };
-        self.call("interaction_callback", &route, body).await
+        // Discord takes the initial response for 3 s after the interaction.
+        let due = Due::by(created(id) + Duration::from_secs(3));
+        self.call("interaction_callback", &route, body, due).await
     }
 
-    pub(crate) async fn edit_original(&self, token: &str, body: &Value) -> Result<(), CallError> {
+    /// Edits the original response of interaction `id` (its token lasts 15 minutes).
+    pub(crate) async fn edit_original(
+        &self,
+        id: u64,
+        token: &str,
+        body: &Value,
+    ) -> Result<(), CallError> {
         let route = Route::UpdateInteractionOriginal {
             application_id: self.application_id,
             interaction_token: token,
         };
-        self.call("edit_original", &route, body).await
+        let due = Due::by(created(id) + Duration::from_secs(15 * 60));
+        self.call("edit_original", &route, body, due).await
     }
+}
+
+/// When a Discord object was created, from its id (a snowflake).
+pub(crate) fn created(id: u64) -> SystemTime {
+    const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+    UNIX_EPOCH + Duration::from_millis((id >> 22) + DISCORD_EPOCH_MS)
 }

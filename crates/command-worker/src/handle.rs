@@ -12,7 +12,7 @@ use disco_proto::v1::{GatewayEvent, InteractionReply};
 use twilight_model::id::Id;
 
 use crate::commands::{self, Commands, Invocation, Outcome};
-use crate::discord::{CallError, Discord};
+use crate::discord::{CallError, Discord, Due, created};
 use crate::metrics::{CommandLabel, DurationLabel, Metrics, ReasonLabel};
 use crate::payload;
 use crate::reply::{self, Reply};
@@ -30,7 +30,14 @@ pub(crate) struct Context {
     pub(crate) prefix: String,
     pub(crate) metrics: Metrics,
     pub(crate) recent: crate::recent::Recent,
+    pub(crate) bus: bus::Bus,
+    /// How long after a message its reply is still worth sending.
+    pub(crate) reply_deadline: std::time::Duration,
 }
+
+/// How long a reply may wait for its turn in a rate-limited channel before the command is
+/// parked (through the rest-proxy), freeing the worker for other channels.
+const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why an event was not handled. None of these can succeed on a retry (a payload does not
 /// change; Discord's unavailability outlasted the client's own retries), so each dead-letters
@@ -47,6 +54,8 @@ enum Unhandled {
     Bus(#[source] bus::Error),
     #[error("discord is unavailable")]
     Discord(#[source] CallError),
+    #[error("cannot park a command for later")]
+    Park(#[source] bus::Error),
 }
 
 impl Unhandled {
@@ -58,13 +67,15 @@ impl Unhandled {
             Self::Unexpected(_) => "unexpected",
             Self::Bus(_) => "bus",
             Self::Discord(_) => "discord",
+            Self::Park(_) => "park",
         }
     }
 }
 
 impl bus::Failure for Unhandled {
+    /// Only a failed park: the command goes back to the queue instead.
     fn is_retryable(&self) -> bool {
-        false
+        matches!(self, Self::Park(_))
     }
 }
 
@@ -114,7 +125,7 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Handling {
     let outcome = match event.event_name.as_str() {
         "MESSAGE_CREATE" => {
             let message = serde_json::from_slice(&event.payload).map_err(unreadable)?;
-            self::message(ctx, message, latency_ms).await
+            self::message(ctx, message, latency_ms, delivery).await
         }
         "INTERACTION_CREATE" => {
             let interaction = serde_json::from_slice(&event.payload).map_err(unreadable)?;
@@ -194,7 +205,12 @@ struct Place {
 
 type Handled = (Handling, Option<(String, Outcome)>);
 
-async fn message(ctx: &Context, message: payload::Message, latency_ms: u64) -> Handled {
+async fn message(
+    ctx: &Context,
+    message: payload::Message,
+    latency_ms: u64,
+    delivery: &Delivery,
+) -> Handled {
     if message.author.bot {
         return (Ok(()), None);
     }
@@ -218,23 +234,45 @@ async fn message(ctx: &Context, message: payload::Message, latency_ms: u64) -> H
     };
     let rest = rest.to_owned();
     let parse: commands::Parsed = Box::new(move |definition| definition.parse_prefix(&rest));
-    let shown = format!("{}{name}", ctx.prefix);
-    let (command, mut reply, result) = run(ctx, name, parse, place, latency_ms).await;
+    let (command, reply, result) = run(ctx, name, parse, place, latency_ms).await;
     if result == Outcome::Unknown {
-        reply = Reply::text(
-            reply
-                .content
-                .replacen(&format!("`{name}`"), &format!("`{shown}`"), 1),
-        );
+        // Not ours: another bot's prefix, or a typo. Silence, as discord.py's commands do;
+        // a known command used wrongly still gets its usage line.
+        return (Ok(()), Some((command, result)));
     }
+    let due = Due {
+        deadline: created(message_id) + ctx.reply_deadline,
+        max_wait: Some(PARK_AFTER),
+    };
     let sent = ctx
         .discord
         .create_message(
             channel_id,
             &reply.message(&message_id.to_string(), Some(message_id)),
+            due,
         )
         .await;
+    if let Err(CallError::Later { wait, .. }) = sent {
+        return (
+            park(ctx, delivery, message_id, wait).await,
+            Some((command, result)),
+        );
+    }
     (settle(sent, &command), Some((command, result)))
+}
+
+/// Puts the command back on the queue after `wait`, when its channel has room again; the
+/// delivery is then acked, and the worker's capacity goes to other channels meanwhile.
+async fn park(ctx: &Context, delivery: &Delivery, id: u64, wait: std::time::Duration) -> Handling {
+    let later = delivery.message.clone().expiring_after(wait);
+    let queue = disco_proto::route::COMMAND_WORKER_QUEUE.to_owned();
+    ctx.bus
+        .publish(bus::Destination::Later(queue), later)
+        .await
+        .map_err(Unhandled::Park)?;
+    ctx.recent.forget(id);
+    ctx.metrics.parked.inc();
+    Ok(())
 }
 
 async fn interaction(
@@ -307,7 +345,9 @@ async fn interaction(
     }
     let (command, reply, result) = run(ctx, &name, parse, place, latency_ms).await;
     let sent = if slow {
-        ctx.discord.edit_original(token, &reply.edit()).await
+        ctx.discord
+            .edit_original(interaction_id, token, &reply.edit())
+            .await
     } else {
         match ctx
             .discord
@@ -338,7 +378,18 @@ fn settle(sent: Result<(), CallError>, command: &str) -> Handling {
             );
             Ok(())
         }
-        Err(error @ CallError::Unavailable { .. }) => Err(Unhandled::Discord(error)),
+        Err(error @ CallError::Expired { .. }) => {
+            tracing::info!(
+                command,
+                error = &error as &dyn std::error::Error,
+                "the reply's time passed; dropping it"
+            );
+            Ok(())
+        }
+        // Only replies to messages wait; interaction routes are never busy.
+        Err(error @ (CallError::Unavailable { .. } | CallError::Later { .. })) => {
+            Err(Unhandled::Discord(error))
+        }
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Config {
     pub concurrency: u16,
     /// How long a voice request may wait for its node.
     pub voice_timeout: Duration,
+    /// How long after a message its reply is still sent: a busy channel's backlog drains at
+    /// Discord's pace (5 per 5 s) until then, and what is left is dropped with a reason.
+    pub reply_deadline: Duration,
 }
 
 impl Config {
@@ -62,6 +65,9 @@ impl Config {
     pub const DEFAULT_CONCURRENCY: u16 = 64;
     /// How long a voice command waits for its node, unless set.
     pub const DEFAULT_VOICE_TIMEOUT: Duration = Duration::from_secs(8);
+    /// How long a reply is still sent, unless set: 100 replies queued in one channel take
+    /// ~100 s at Discord's 5 per 5 s.
+    pub const DEFAULT_REPLY_DEADLINE: Duration = Duration::from_secs(120);
 
     /// The worker of `application_id`; every other field at its default (one shard).
     pub fn new(application_id: u64) -> Self {
@@ -71,6 +77,7 @@ impl Config {
             shard_total: 1,
             concurrency: Self::DEFAULT_CONCURRENCY,
             voice_timeout: Self::DEFAULT_VOICE_TIMEOUT,
+            reply_deadline: Self::DEFAULT_REPLY_DEADLINE,
         }
     }
 
@@ -99,6 +106,12 @@ impl Config {
         }
         if self.voice_timeout.is_zero() {
             return Err(InvalidConfig::new("voice_timeout", "expected more than 0"));
+        }
+        if self.reply_deadline < Duration::from_secs(1) {
+            return Err(InvalidConfig::new(
+                "reply_deadline",
+                "expected at least 1 second",
+            ));
         }
         Ok(())
     }
@@ -172,6 +185,8 @@ impl CommandWorker {
             prefix: self.config.prefix.clone(),
             metrics: self.metrics.clone(),
             recent: recent::Recent::default(),
+            bus: self.bus.clone(),
+            reply_deadline: self.config.reply_deadline,
         });
         self.ready.store(true, Ordering::Relaxed);
         tracing::info!(prefix = %self.config.prefix, concurrency, "consuming commands");

@@ -44,6 +44,7 @@ pub(crate) struct Metrics {
     pub(crate) dead_letters: Family<ReasonLabel, Counter>,
     pub(crate) events: Counter,
     pub(crate) duplicates: Counter,
+    pub(crate) parked: Counter,
 }
 
 impl Metrics {
@@ -56,9 +57,17 @@ impl Metrics {
             dead_letters: Family::default(),
             events: Counter::default(),
             duplicates: Counter::default(),
+            parked: Counter::default(),
         };
         // Every reason from the start, so a dashboard shows 0 rather than nothing.
-        for reason in ["malformed", "unparseable", "unexpected", "bus", "discord"] {
+        for reason in [
+            "malformed",
+            "unparseable",
+            "unexpected",
+            "bus",
+            "discord",
+            "park",
+        ] {
             let _ = metrics.dead_letters.get_or_create(&ReasonLabel { reason });
         }
         let r = registry.sub_registry_with_prefix("command_worker");
@@ -92,6 +101,11 @@ impl Metrics {
             "duplicates",
             "Commands dropped as a copy of one this worker took lately (both generations of shards deliver while the bot reshards)",
             metrics.duplicates.clone(),
+        );
+        r.register(
+            "parked",
+            "Commands put back on the queue for later because their channel's rate limit was busy",
+            metrics.parked.clone(),
         );
         metrics
     }

@@ -39,16 +39,10 @@ use route::Route;
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "rest-proxy";
 
-/// Header a sender puts the time its answer stops being useful in, as Unix milliseconds.
-pub const DEADLINE_HEADER: &str = "x-disco-deadline";
-/// Header a sender puts how long it is willing to wait for its turn in, in milliseconds; a
-/// longer wait is refused as `busy` with the wait in [`RETRY_AFTER_HEADER`].
-pub const MAX_WAIT_HEADER: &str = "x-disco-max-wait-ms";
-/// Header naming why the proxy answered instead of Discord: `deadline`, `busy`,
-/// `unauthorized`, `forbidden`, `breaker`, `unreachable`.
-pub const REFUSED_HEADER: &str = "x-disco-refused";
-/// Header with how long (ms) the refused request would have waited for its turn.
-pub const RETRY_AFTER_HEADER: &str = "x-disco-retry-after-ms";
+pub use disco_proto::rest::{
+    DEADLINE_HEADER, MAX_WAIT_HEADER, REFUSED_BUSY, REFUSED_DEADLINE, REFUSED_HEADER,
+    RETRY_AFTER_HEADER,
+};
 
 /// How long a 403 for a route in a channel is answered by the proxy.
 const FORBIDDEN_MEMORY: Duration = Duration::from_secs(10 * 60);
@@ -249,13 +243,63 @@ impl Shared {
             .set(i64::try_from(self.limits.buckets()).unwrap_or(i64::MAX));
     }
 
+    /// The answer to a request the proxy knows would fail.
+    fn known(&self, route: &Route, known: Known) -> Response {
+        let reason = known.reason();
+        match known {
+            Known::Unauthorized => self.refused(
+                route,
+                StatusCode::UNAUTHORIZED,
+                reason,
+                "401: Unauthorized (Discord refused this token; the proxy sends nothing with it)",
+                None,
+            ),
+            // Discord's own answer, again.
+            Known::Forbidden(body) => {
+                self.answered_for(route, StatusCode::FORBIDDEN, reason, body, None)
+            }
+            Known::Breaker => self.refused(
+                route,
+                StatusCode::SERVICE_UNAVAILABLE,
+                reason,
+                "the invalid-request budget is spent and this route failed in the last 10 minutes",
+                None,
+            ),
+        }
+    }
+
+    /// The proxy's own answer: Discord's error shape, plus `disco: {refused, retry_after_ms}`
+    /// (also as headers), so a caller that sees only the body can tell why.
     fn refused(
         &self,
         route: &Route,
         status: StatusCode,
         reason: &'static str,
-        body: Bytes,
+        text: &str,
         wait: Option<Duration>,
+    ) -> Response {
+        let wait_ms = wait.map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+        let body = serde_json::json!({
+            "message": text,
+            "code": 0,
+            "disco": {"refused": reason, "retry_after_ms": wait_ms},
+        });
+        self.answered_for(
+            route,
+            status,
+            reason,
+            Bytes::from(body.to_string()),
+            wait_ms,
+        )
+    }
+
+    fn answered_for(
+        &self,
+        route: &Route,
+        status: StatusCode,
+        reason: &'static str,
+        body: Bytes,
+        wait_ms: Option<u64>,
     ) -> Response {
         self.metrics
             .refused
@@ -275,8 +319,8 @@ impl Shared {
         let mut response = (status, [("content-type", "application/json")], body).into_response();
         let headers = response.headers_mut();
         headers.insert(REFUSED_HEADER, HeaderValue::from_static(reason));
-        if let Some(wait) = wait
-            && let Ok(value) = HeaderValue::from_str(&wait.as_millis().to_string())
+        if let Some(wait) = wait_ms
+            && let Ok(value) = HeaderValue::from_str(&wait.to_string())
         {
             headers.insert(RETRY_AFTER_HEADER, value);
         }
@@ -333,22 +377,7 @@ async fn forward(
     let route = Route::classify(method.as_str(), api);
     let credential = budget::credential(headers.get("authorization").map(HeaderValue::as_bytes));
     if let Some(known) = shared.budget.known(&route, credential) {
-        let (status, body) = match &known {
-            Known::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                message(
-                    "401: Unauthorized (Discord refused this token; the proxy sends nothing with it)",
-                ),
-            ),
-            Known::Forbidden(body) => (StatusCode::FORBIDDEN, body.clone()),
-            Known::Breaker => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                message(
-                    "the invalid-request budget is spent and this route failed in the last 10 minutes",
-                ),
-            ),
-        };
-        return shared.refused(&route, status, known.reason(), body, None);
+        return shared.known(&route, known);
     }
     let deadline = deadline(&headers, &route, shared.default_deadline);
     let max_wait = headers
@@ -390,12 +419,17 @@ async fn forward(
                     &route,
                     StatusCode::SERVICE_UNAVAILABLE,
                     refusal.reason(),
-                    message(text),
+                    text,
                     Some(refusal.wait()),
                 );
             }
         };
         shared.metrics.wait.observe(waited.elapsed().as_secs_f64());
+        // What was learned while it waited (a 403 for its channel, a 401 for its token).
+        if let Some(known) = shared.budget.known(&route, credential) {
+            shared.limits.done(turn, None);
+            return shared.known(&route, known);
+        }
         let sent = Instant::now();
         let timeout = deadline
             .saturating_duration_since(sent)
@@ -419,7 +453,7 @@ async fn forward(
                     &route,
                     StatusCode::BAD_GATEWAY,
                     "unreachable",
-                    message("Discord did not answer"),
+                    "Discord did not answer",
                     None,
                 );
             }
@@ -437,16 +471,16 @@ async fn forward(
                     &route,
                     StatusCode::BAD_GATEWAY,
                     "unreachable",
-                    message("Discord's answer broke off"),
+                    "Discord's answer broke off",
                     None,
                 );
             }
         };
         shared.metrics.discord.observe(sent.elapsed().as_secs_f64());
-        shared.limits.done(turn, Some(&answer));
         shared
             .budget
             .record(&route, credential, status, answer.scope.as_deref(), &body);
+        shared.limits.done(turn, Some(&answer));
         shared
             .metrics
             .requests

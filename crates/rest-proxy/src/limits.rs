@@ -31,8 +31,8 @@ pub(crate) enum Refusal {
 impl Refusal {
     pub(crate) fn reason(self) -> &'static str {
         match self {
-            Self::Deadline(_) => "deadline",
-            Self::Busy(_) => "busy",
+            Self::Deadline(_) => disco_proto::rest::REFUSED_DEADLINE,
+            Self::Busy(_) => disco_proto::rest::REFUSED_BUSY,
         }
     }
 

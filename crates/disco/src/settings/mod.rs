@@ -661,6 +661,26 @@ mod tests {
                 "gateway-shard",
                 "DISCO_EVENTS (--events)",
             ),
+            (
+                &["--reply-deadline-secs", "0"],
+                "command-worker",
+                "DISCO_WORKER_REPLY_DEADLINE_SECS",
+            ),
+            (
+                &["--rest-invalid-budget", "10000"],
+                "rest-proxy",
+                "DISCO_REST_INVALID_BUDGET",
+            ),
+            (
+                &["--rest-global-limit", "0"],
+                "rest-proxy",
+                "DISCO_REST_GLOBAL_LIMIT",
+            ),
+            (
+                &["--rest-deadline-secs", "0"],
+                "rest-proxy",
+                "DISCO_REST_DEADLINE_SECS",
+            ),
         ];
         for (flags, role, want) in rows {
             let cli = with_discord(flags);
@@ -674,6 +694,10 @@ mod tests {
                     .config(&cli.discord, cli.gateway.shard_total)
                     .err(),
                 "voice-node" => cli.voice.config(&cli.discord, &cli.gateway, None).err(),
+                "rest-proxy" => cli
+                    .proxy
+                    .config(&cli.discord, rest_proxy::Config::DEFAULT_LISTEN)
+                    .err(),
                 _ => cli.gateway.config(&cli.discord, None).err(),
             }
             .unwrap_or_else(|| panic!("{flags:?} should be refused"))

@@ -28,12 +28,26 @@ pub struct WorkerArgs {
         global = true
     )]
     pub voice_timeout_ms: u64,
+    /// How long after a message its reply is still sent, in seconds: a busy channel's backlog
+    /// drains at Discord's pace until then (through the rest-proxy).
+    #[arg(
+        long,
+        env = "DISCO_WORKER_REPLY_DEADLINE_SECS",
+        default_value_t = Config::DEFAULT_REPLY_DEADLINE.as_secs(),
+        global = true
+    )]
+    pub reply_deadline_secs: u64,
 }
 
 /// Where each checked field comes from.
 const SOURCES: &[Source] = &[
     ("application_id", "DISCO_APPLICATION_ID", "application-id"),
     ("prefix", "DISCO_PREFIX", "prefix"),
+    (
+        "reply_deadline",
+        "DISCO_WORKER_REPLY_DEADLINE_SECS",
+        "reply-deadline-secs",
+    ),
     ("shard_total", "DISCO_SHARD_TOTAL", "shard-total"),
     ("concurrency", "DISCO_WORKER_CONCURRENCY", "concurrency"),
     (
@@ -51,6 +65,7 @@ impl WorkerArgs {
         config.shard_total = shard_total;
         config.concurrency = self.concurrency;
         config.voice_timeout = std::time::Duration::from_millis(self.voice_timeout_ms);
+        config.reply_deadline = std::time::Duration::from_secs(self.reply_deadline_secs);
         config
             .validate()
             .map_err(|e| refused(e.field, e.problem, SOURCES))?;

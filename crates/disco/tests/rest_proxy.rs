@@ -1,0 +1,359 @@
+//! The rest-proxy as ops run it: `disco rest-proxy`, and gateway and workers that send every
+//! REST call through it (`DISCO_REST_PROXY_URL`), against a simulator with Discord's limits
+//! (5 messages per 5 s per channel, 50 requests/s, Cloudflare's ban on invalid requests).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use discord_sim::{Config as SimConfig, Control, Simulator, World};
+use serde_json::json;
+use tests::{
+    Vhost, disco_command, free_address, metric, reply_to, until_ready, until_shards_connected,
+};
+use tokio::process::Child;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Fleet {
+    sim: Simulator,
+    control: Control,
+    vhost: Vhost,
+    proxy_listen: SocketAddr,
+    proxy_admin: SocketAddr,
+    proxy: Option<Child>,
+    others: Vec<Child>,
+}
+
+fn binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_disco"))
+}
+
+impl Fleet {
+    /// The simulator with `world`, a rest-proxy (with `proxy_args`), `workers` workers and a
+    /// gateway, every REST call through the proxy; returns once the shard is connected.
+    async fn start(name: &str, world: World, proxy_args: &[&str], workers: usize) -> Self {
+        let sim = Simulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            SimConfig {
+                world,
+                ..SimConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let control = Control::new(&sim.rest_url);
+        let vhost = Vhost::new(name);
+        let mut fleet = Self {
+            sim,
+            control,
+            vhost,
+            proxy_listen: free_address(),
+            proxy_admin: free_address(),
+            proxy: None,
+            others: Vec::new(),
+        };
+        fleet.start_proxy(proxy_args).await;
+        let total = fleet.sim.world.recommended_shards.to_string();
+        for _ in 0..workers {
+            let worker = fleet.role(&["command-worker", "--shard-total", &total], None);
+            fleet.others.push(worker);
+        }
+        // Workers declare the queue; give them a moment before events flow.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let gateway = fleet.role(&["gateway-shard", "--shard-total", &total], None);
+        fleet.others.push(gateway);
+        until_shards_connected(&fleet.control, fleet.sim.world.recommended_shards as usize).await;
+        fleet
+    }
+
+    fn role(&self, args: &[&str], token: Option<&str>) -> Child {
+        let mut command = disco_command(binary(), args, &self.sim, &self.vhost);
+        command.env(
+            "DISCO_REST_PROXY_URL",
+            format!("http://{}", self.proxy_listen),
+        );
+        if let Some(token) = token {
+            command.env("DISCORD_TOKEN", token);
+        }
+        command.spawn().expect("disco starts")
+    }
+
+    async fn start_proxy(&mut self, args: &[&str]) {
+        let mut command = disco_command(
+            binary(),
+            &[&["rest-proxy"], args].concat(),
+            &self.sim,
+            &self.vhost,
+        );
+        command
+            .env("DISCO_REST_PROXY_LISTEN", self.proxy_listen.to_string())
+            .env("DISCO_METRICS_LISTEN", self.proxy_admin.to_string());
+        self.proxy = Some(command.spawn().expect("the proxy starts"));
+        until_ready(self.proxy_admin).await;
+    }
+
+    async fn proxy_metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric(self.proxy_admin, name, labels).await
+    }
+
+    /// `count` messages `content #n` from the first member into `channel`.
+    async fn flood(&self, channel: u64, content: &str, count: usize) {
+        let member = self.sim.world.guilds[0].members[0].id;
+        self.control
+            .post(
+                "/messages/bulk",
+                &json!({"channel_id": channel.to_string(), "author_id": member.to_string(), "content": content, "count": count}),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn assert_no_violations(&self) {
+        let violations = self.control.violations().await.unwrap();
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+}
+
+/// Discord's limits, one shard, the default guilds.
+fn discord_world() -> World {
+    World {
+        recommended_shards: 1,
+        ..World::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_channel_does_not_hold_up_another() {
+    let fleet = Fleet::start("hol", discord_world(), &[], 1).await;
+    let guild = &fleet.sim.world.guilds[0];
+    let (flooded, quiet, member) = (
+        guild.channels[0].id,
+        guild.channels[1].id,
+        guild.members[0].id,
+    );
+    fleet.flood(flooded, "~~ping", 1_000).await;
+    // The flood is being answered at Discord's pace: 5 per 5 s.
+    tokio::time::timeout(PATIENCE, async {
+        while fleet
+            .proxy_metric("disco_command_worker_parked_total", &[])
+            .await
+            == 0.0
+            && fleet.control.sent().await.unwrap().len() < 5
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the flood reaches the proxy");
+    let asked = Instant::now();
+    let reply = reply_to(&fleet.control, quiet, member, "~~ping").await;
+    let took = asked.elapsed();
+    assert!(
+        reply["content"].as_str().unwrap().starts_with("pong!"),
+        "{reply}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the quiet channel waited {took:?}"
+    );
+    // Every reply kept Discord's limits: no 429 at all, nothing ignored.
+    assert_eq!(fleet.control.invalid_requests().await.unwrap(), 0);
+    assert_eq!(
+        fleet
+            .proxy_metric("disco_rest_proxy_rate_limited_total", &[])
+            .await,
+        0.0
+    );
+    assert!(
+        fleet
+            .proxy_metric("disco_rest_proxy_refused_total", &["reason=\"busy\""])
+            .await
+            > 0.0
+    );
+    fleet.assert_no_violations().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spam_in_a_read_only_channel_never_nears_the_ban() {
+    // Cloudflare's ban scaled down (10,000 → 100 in the window), and the proxy's budget with it.
+    let mut world = discord_world();
+    world.guilds[0].channels[1].read_only = true;
+    world.rate_limits.invalid_requests.limit = 100;
+    let fleet = Fleet::start("readonly", world, &["--rest-invalid-budget", "50"], 1).await;
+    let guild = &fleet.sim.world.guilds[0];
+    let (general, read_only, member) = (
+        guild.channels[0].id,
+        guild.channels[1].id,
+        guild.members[0].id,
+    );
+    fleet.flood(read_only, "~~ping", 300).await;
+    fleet.flood(read_only, "~~x", 300).await;
+    // Every ping (the unknown `~~x` gets no reply at all) is refused, the proxy answering for
+    // Discord after the first 403.
+    tokio::time::timeout(PATIENCE, async {
+        while fleet
+            .proxy_metric("disco_rest_proxy_requests_total", &["status=\"403\""])
+            .await
+            < 300.0
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("every ping refused");
+    assert_eq!(
+        fleet.control.invalid_requests().await.unwrap(),
+        1,
+        "Discord saw one 403"
+    );
+    assert_eq!(
+        fleet
+            .proxy_metric("disco_rest_proxy_refused_total", &["reason=\"forbidden\""])
+            .await,
+        299.0
+    );
+    // The bot still answers elsewhere.
+    let reply = reply_to(&fleet.control, general, member, "~~ping").await;
+    assert!(
+        reply["content"].as_str().unwrap().starts_with("pong!"),
+        "{reply}"
+    );
+    fleet.assert_no_violations().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_stops_every_request_after_the_first() {
+    let mut fleet = Fleet::start("unauthorized", discord_world(), &[], 0).await;
+    // Three workers with a token Discord does not know (the gateway's is right). twilight stops
+    // a client after its own 401; the proxy stops the fleet after the first.
+    let wrong = "MTA0OTQ5NzE0MDA0OTQ3NzYw.GdiScO.not-the-simulators-token-at-all";
+    for _ in 0..3 {
+        let worker = fleet.role(&["command-worker", "--shard-total", "1"], Some(wrong));
+        fleet.others.push(worker);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let guild = &fleet.sim.world.guilds[0];
+    fleet.flood(guild.channels[0].id, "~~ping", 30).await;
+    tokio::time::timeout(PATIENCE, async {
+        while fleet
+            .proxy_metric("disco_rest_proxy_requests_total", &["status=\"401\""])
+            .await
+            < 3.0
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("each worker's first reply refused");
+    assert_eq!(
+        fleet.control.invalid_requests().await.unwrap(),
+        1,
+        "Discord saw one 401"
+    );
+    // Every other request with that token, from every worker, the proxy answered itself.
+    let refused = fleet
+        .proxy_metric(
+            "disco_rest_proxy_refused_total",
+            &["reason=\"unauthorized\""],
+        )
+        .await;
+    assert!(refused >= 2.0, "{refused}");
+    assert_eq!(
+        fleet
+            .proxy_metric("disco_rest_proxy_token_rejected", &[])
+            .await,
+        1.0
+    );
+    let violations = fleet.control.violations().await.unwrap();
+    assert_eq!(
+        violations.len(),
+        1,
+        "one request without the bot token: {violations:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_restarted_mid_load_loses_no_reply() {
+    // Spread over 4 channels, unthrottled: this test is about the restart, not the pacing.
+    let mut world = discord_world();
+    tests::unthrottled(&mut world);
+    let mut fleet = Fleet::start("restart", world, &[], 2).await;
+    let member = fleet.sim.world.guilds[0].members[0].id;
+    let channels: Vec<u64> = fleet
+        .sim
+        .world
+        .guilds
+        .iter()
+        .flat_map(|g| {
+            g.channels
+                .iter()
+                .filter(|c| c.kind == discord_sim::world::ChannelKind::Text)
+        })
+        .map(|c| c.id)
+        .collect();
+    let per_channel = 150;
+    for &channel in &channels {
+        fleet
+            .control
+            .post(
+                "/messages/bulk",
+                &json!({"channel_id": channel.to_string(), "author_id": member.to_string(), "content": "~~ping", "count": per_channel}),
+            )
+            .await
+            .unwrap();
+    }
+    let total = channels.len() * per_channel;
+    tokio::time::timeout(PATIENCE, async {
+        while messages_sent(&fleet.control).await < total / 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("replies flow");
+    let mut proxy = fleet.proxy.take().unwrap();
+    proxy.start_kill().unwrap();
+    proxy.wait().await.unwrap();
+    let during = messages_sent(&fleet.control).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fleet.start_proxy(&[]).await;
+    tokio::time::timeout(PATIENCE, async {
+        while messages_sent(&fleet.control).await < total {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every command answered after the restart");
+    assert!(
+        during < total,
+        "the proxy was killed mid-load ({during} of {total} answered)"
+    );
+    // A little longer: a reply sent twice would show up now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = fleet.control.sent().await.unwrap();
+    let mut nonces: Vec<&str> = sent
+        .iter()
+        .filter(|e| e["kind"] == "message")
+        .filter_map(|e| e["nonce"].as_str())
+        .collect();
+    let all = nonces.len();
+    nonces.sort_unstable();
+    nonces.dedup();
+    assert_eq!(
+        (all, nonces.len()),
+        (total, total),
+        "every command answered exactly once"
+    );
+    fleet.assert_no_violations().await;
+}
+
+async fn messages_sent(control: &Control) -> usize {
+    control
+        .sent()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["kind"] == "message")
+        .count()
+}
