@@ -12,6 +12,9 @@ pub const DEADLINE_HEADER: &str = "x-disco-deadline";
 /// How long the sender will wait for its turn, in milliseconds; a longer wait is refused at
 /// once as [`REFUSED_BUSY`] with the wait, so the sender can park the work and do other work.
 pub const MAX_WAIT_HEADER: &str = "x-disco-max-wait-ms";
+/// Set (to `1`) on a request sent again at the time a [`REFUSED_BUSY`] named: it takes back the
+/// turn it was promised and waits in line for it, whatever [`MAX_WAIT_HEADER`] says.
+pub const RETURNING_HEADER: &str = "x-disco-returning";
 /// Why the proxy answered instead of Discord: one of the `REFUSED_*` reasons, or
 /// `unauthorized`, `forbidden`, `breaker`, `unreachable`.
 pub const REFUSED_HEADER: &str = "x-disco-refused";

@@ -26,6 +26,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(crate) struct Due {
     pub(crate) deadline: SystemTime,
     pub(crate) max_wait: Option<Duration>,
+    /// Sent again at the turn a busy answer promised: it waits in line for it.
+    pub(crate) returning: bool,
 }
 
 impl Due {
@@ -33,6 +35,7 @@ impl Due {
         Self {
             deadline,
             max_wait: None,
+            returning: false,
         }
     }
 }
@@ -100,6 +103,12 @@ impl Discord {
             headers.push((
                 HeaderName::from_static(disco_proto::rest::MAX_WAIT_HEADER),
                 HeaderValue::from(u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX)),
+            ));
+        }
+        if due.returning {
+            headers.push((
+                HeaderName::from_static(disco_proto::rest::RETURNING_HEADER),
+                HeaderValue::from_static("1"),
             ));
         }
         loop {

@@ -30,14 +30,39 @@ pub(crate) struct Context {
     pub(crate) prefix: String,
     pub(crate) metrics: Metrics,
     pub(crate) recent: crate::recent::Recent,
-    pub(crate) bus: bus::Bus,
+    /// Events handled at once; an event whose reply waits for its channel gives its turn up.
+    pub(crate) capacity: tokio::sync::Semaphore,
     /// How long after a message its reply is still worth sending.
     pub(crate) reply_deadline: std::time::Duration,
 }
 
-/// How long a reply may wait for its turn in a rate-limited channel before the command is
-/// parked (through the rest-proxy), freeing the worker for other channels.
+/// How long a reply may wait for its turn in a rate-limited channel holding the worker's
+/// capacity; through the rest-proxy, a longer wait is spent parked, without it.
 const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Parked a little past the turn, so as not to come back just before the window opens.
+const PARK_SLACK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An event's turn at the worker's capacity, given up while its reply is parked.
+pub(crate) struct Slot<'a> {
+    capacity: &'a tokio::sync::Semaphore,
+    permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl<'a> Slot<'a> {
+    async fn take(capacity: &'a tokio::sync::Semaphore) -> Self {
+        Self {
+            capacity,
+            permit: capacity.acquire().await.ok(),
+        }
+    }
+
+    /// Waits `wait` without the turn, then takes one again.
+    async fn wait(&mut self, wait: std::time::Duration) {
+        self.permit = None;
+        tokio::time::sleep(wait).await;
+        self.permit = self.capacity.acquire().await.ok();
+    }
+}
 
 /// Why an event was not handled. None of these can succeed on a retry (a payload does not
 /// change; Discord's unavailability outlasted the client's own retries), so each dead-letters
@@ -54,8 +79,6 @@ enum Unhandled {
     Bus(#[source] bus::Error),
     #[error("discord is unavailable")]
     Discord(#[source] CallError),
-    #[error("cannot park a command for later")]
-    Park(#[source] bus::Error),
 }
 
 impl Unhandled {
@@ -67,15 +90,13 @@ impl Unhandled {
             Self::Unexpected(_) => "unexpected",
             Self::Bus(_) => "bus",
             Self::Discord(_) => "discord",
-            Self::Park(_) => "park",
         }
     }
 }
 
 impl bus::Failure for Unhandled {
-    /// Only a failed park: the command goes back to the queue instead.
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Park(_))
+        false
     }
 }
 
@@ -84,7 +105,9 @@ type Handling = Result<(), Unhandled>;
 
 pub(crate) async fn handle(ctx: Arc<Context>, delivery: Delivery) {
     ctx.metrics.events.inc();
-    let outcome = process(&ctx, &delivery).await;
+    let mut slot = Slot::take(&ctx.capacity).await;
+    let outcome = process(&ctx, &delivery, &mut slot).await;
+    drop(slot);
     if let Err(unhandled) = &outcome {
         tracing::warn!(
             error = unhandled as &dyn std::error::Error,
@@ -106,7 +129,7 @@ pub(crate) async fn handle(ctx: Arc<Context>, delivery: Delivery) {
     }
 }
 
-async fn process(ctx: &Context, delivery: &Delivery) -> Handling {
+async fn process(ctx: &Context, delivery: &Delivery, slot: &mut Slot<'_>) -> Handling {
     let event = match disco_proto::decode::<GatewayEvent>(&delivery.message.body) {
         Ok(event) => event,
         Err(error) => {
@@ -125,7 +148,7 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Handling {
     let outcome = match event.event_name.as_str() {
         "MESSAGE_CREATE" => {
             let message = serde_json::from_slice(&event.payload).map_err(unreadable)?;
-            self::message(ctx, message, latency_ms, delivery).await
+            self::message(ctx, message, latency_ms, slot).await
         }
         "INTERACTION_CREATE" => {
             let interaction = serde_json::from_slice(&event.payload).map_err(unreadable)?;
@@ -209,7 +232,7 @@ async fn message(
     ctx: &Context,
     message: payload::Message,
     latency_ms: u64,
-    delivery: &Delivery,
+    slot: &mut Slot<'_>,
 ) -> Handled {
     if message.author.bot {
         return (Ok(()), None);
@@ -240,39 +263,24 @@ async fn message(
         // a known command used wrongly still gets its usage line.
         return (Ok(()), Some((command, result)));
     }
-    let due = Due {
+    let mut due = Due {
         deadline: created(message_id) + ctx.reply_deadline,
         max_wait: Some(PARK_AFTER),
+        returning: false,
     };
-    let sent = ctx
-        .discord
-        .create_message(
-            channel_id,
-            &reply.message(&message_id.to_string(), Some(message_id)),
-            due,
-        )
-        .await;
-    if let Err(CallError::Later { wait, .. }) = sent {
-        return (
-            park(ctx, delivery, message_id, wait).await,
-            Some((command, result)),
-        );
-    }
+    let body = reply.message(&message_id.to_string(), Some(message_id));
+    let sent = loop {
+        match ctx.discord.create_message(channel_id, &body, due).await {
+            // The channel's turn comes later: wait for it without the worker's capacity.
+            Err(CallError::Later { wait, .. }) => {
+                ctx.metrics.parked.inc();
+                slot.wait(wait + PARK_SLACK).await;
+                due.returning = true;
+            }
+            other => break other,
+        }
+    };
     (settle(sent, &command), Some((command, result)))
-}
-
-/// Puts the command back on the queue after `wait`, when its channel has room again; the
-/// delivery is then acked, and the worker's capacity goes to other channels meanwhile.
-async fn park(ctx: &Context, delivery: &Delivery, id: u64, wait: std::time::Duration) -> Handling {
-    let later = delivery.message.clone().expiring_after(wait);
-    let queue = disco_proto::route::COMMAND_WORKER_QUEUE.to_owned();
-    ctx.bus
-        .publish(bus::Destination::Later(queue), later)
-        .await
-        .map_err(Unhandled::Park)?;
-    ctx.recent.forget(id);
-    ctx.metrics.parked.inc();
-    Ok(())
 }
 
 async fn interaction(

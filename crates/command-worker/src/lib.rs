@@ -37,6 +37,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use disco_proto::InvalidConfig;
 
+/// Events a worker holds beside the `concurrency` it runs: replies parked until their
+/// channel's turn (through the rest-proxy). A flooded channel's backlog waits here, acked only
+/// once answered, without taking capacity from other channels; what could not be answered
+/// before its deadline is refused at once, so this bounds ~120 replies per flooded channel.
+pub const PARKED: u16 = 4_096;
+
 /// The role's name: the same for the crate, the CLI, the metric label and the Kubernetes object.
 pub const ROLE: &str = "command-worker";
 
@@ -165,10 +171,11 @@ impl CommandWorker {
     /// Consumes until `shutdown`, then stops taking events and finishes the ones it holds.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let concurrency = self.config.concurrency.max(1);
+        let held = concurrency.saturating_add(PARKED);
         let subscription = Subscription::shared(route::COMMAND_WORKER_QUEUE)
             .bind(route::every_shard("MESSAGE_CREATE"))
             .bind(route::every_shard("INTERACTION_CREATE"))
-            .prefetch(concurrency);
+            .prefetch(held);
         let mut consumer = self.bus.subscribe(subscription).await?;
         let context = Arc::new(handle::Context {
             discord: discord::Discord::new(
@@ -185,7 +192,7 @@ impl CommandWorker {
             prefix: self.config.prefix.clone(),
             metrics: self.metrics.clone(),
             recent: recent::Recent::default(),
-            bus: self.bus.clone(),
+            capacity: tokio::sync::Semaphore::new(usize::from(concurrency)),
             reply_deadline: self.config.reply_deadline,
         });
         self.ready.store(true, Ordering::Relaxed);
@@ -196,7 +203,7 @@ impl CommandWorker {
                 biased;
                 () = shutdown.cancelled() => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                delivery = consumer.next(), if tasks.len() < usize::from(concurrency) => match delivery {
+                delivery = consumer.next(), if tasks.len() < usize::from(held) => match delivery {
                     Some(delivery) => {
                         tasks.spawn(handle::handle(Arc::clone(&context), delivery));
                     }

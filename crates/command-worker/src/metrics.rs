@@ -104,7 +104,7 @@ impl Metrics {
         );
         r.register(
             "parked",
-            "Commands put back on the queue for later because their channel's rate limit was busy",
+            "Replies parked (the worker's capacity given up) until their channel's turn in Discord's rate limits",
             metrics.parked.clone(),
         );
         metrics

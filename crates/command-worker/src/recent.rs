@@ -36,15 +36,6 @@ impl Recent {
         }
         true
     }
-
-    /// Forgets `id`: its command was parked to run later, and its return is not a copy.
-    pub(crate) fn forget(&self, id: u64) {
-        self.ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .remove(&id);
-    }
 }
 
 #[cfg(test)]

@@ -125,6 +125,66 @@ fn discord_world() -> World {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_workers_answer_3000_commands_over_30_channels_within_discords_limits() {
+    // 30 guilds of one text channel each; Discord's limits: 5 replies per 5 s per channel, so
+    // the 100 commands of each channel take ~100 s however many workers there are.
+    let world = World::at_scale(1, 1, 30);
+    let fleet = Fleet::start("six", world, &[], 6).await;
+    let member = fleet.sim.world.guilds[0].members[0].id;
+    let per_channel = 100;
+    for guild in &fleet.sim.world.guilds {
+        fleet
+            .control
+            .post(
+                "/messages/bulk",
+                &json!({"channel_id": guild.channels[0].id.to_string(), "author_id": member.to_string(), "content": "~~ping", "count": per_channel}),
+            )
+            .await
+            .unwrap();
+    }
+    let total = fleet.sim.world.guilds.len() * per_channel;
+    tokio::time::timeout(Duration::from_secs(240), async {
+        while messages_sent(&fleet.control).await < total {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .expect("every command answered in time");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_answered_once(&fleet.control, total).await;
+    assert_eq!(
+        fleet.control.invalid_requests().await.unwrap(),
+        0,
+        "no 429 from Discord"
+    );
+    assert_eq!(
+        fleet
+            .proxy_metric("disco_rest_proxy_rate_limited_total", &[])
+            .await,
+        0.0
+    );
+    fleet.assert_no_violations().await;
+}
+
+/// Every message the bot sent answers a different command, and there are `total`.
+async fn assert_answered_once(control: &Control, total: usize) {
+    let sent = control.sent().await.unwrap();
+    let mut nonces: Vec<&str> = sent
+        .iter()
+        .filter(|e| e["kind"] == "message")
+        .filter_map(|e| e["nonce"].as_str())
+        .collect();
+    let all = nonces.len();
+    nonces.sort_unstable();
+    nonces.dedup();
+    assert_eq!(
+        (all, nonces.len()),
+        (total, total),
+        "every command answered exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooded_channel_does_not_hold_up_another() {
     let fleet = Fleet::start("hol", discord_world(), &[], 1).await;
     let guild = &fleet.sim.world.guilds[0];
@@ -331,20 +391,7 @@ async fn a_proxy_restarted_mid_load_loses_no_reply() {
     );
     // A little longer: a reply sent twice would show up now.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent = fleet.control.sent().await.unwrap();
-    let mut nonces: Vec<&str> = sent
-        .iter()
-        .filter(|e| e["kind"] == "message")
-        .filter_map(|e| e["nonce"].as_str())
-        .collect();
-    let all = nonces.len();
-    nonces.sort_unstable();
-    nonces.dedup();
-    assert_eq!(
-        (all, nonces.len()),
-        (total, total),
-        "every command answered exactly once"
-    );
+    assert_answered_once(&fleet.control, total).await;
     fleet.assert_no_violations().await;
 }
 

@@ -41,7 +41,7 @@ pub const ROLE: &str = "rest-proxy";
 
 pub use disco_proto::rest::{
     DEADLINE_HEADER, MAX_WAIT_HEADER, REFUSED_BUSY, REFUSED_DEADLINE, REFUSED_HEADER,
-    RETRY_AFTER_HEADER,
+    RETRY_AFTER_HEADER, RETURNING_HEADER,
 };
 
 /// How long a 403 for a route in a channel is answered by the proxy.
@@ -385,6 +385,7 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_millis);
+    let returning = headers.contains_key(RETURNING_HEADER);
     let key = format!("{} {}", route.template, route.major);
     let url = match uri.query() {
         Some(query) => format!("{}{path}?{query}", shared.upstream),
@@ -402,7 +403,7 @@ async fn forward(
         let waited = Instant::now();
         let turn = match shared
             .limits
-            .turn(&key, route.global, deadline, max_wait)
+            .turn(&key, route.global, deadline, max_wait, returning)
             .await
         {
             Ok(turn) => turn,

@@ -55,6 +55,11 @@ struct Bucket {
     window: Duration,
     in_flight: u32,
     waiting: u32,
+    /// When each request told to come back later (`busy`) is due, oldest first: each is given
+    /// a turn in a later window, behind those told before it, so parked work drains in order.
+    /// A returning request takes its place back; one that never returns is forgotten two
+    /// windows after it was due.
+    promised: VecDeque<Instant>,
 }
 
 impl Bucket {
@@ -66,6 +71,7 @@ impl Bucket {
             window: Duration::from_secs(1),
             in_flight: 0,
             waiting: 0,
+            promised: VecDeque::new(),
         }
     }
 
@@ -98,11 +104,21 @@ impl Bucket {
 
     /// How long the request now joining the waiters would wait: the current window, then one
     /// window per `limit` requests ahead of it.
-    fn expected_wait(&self, until_turn: Duration) -> Duration {
+    /// (A returning request is ahead of those promised after it: `behind_promised` false.)
+    fn expected_wait(&self, until_turn: Duration, behind_promised: bool) -> Duration {
         match self.limit {
             // Unknown until the probe's answer: no better guess than soon.
             None => until_turn,
-            Some(limit) => until_turn + self.window * (self.waiting / limit.max(1)),
+            Some(limit) => {
+                let promised = if behind_promised {
+                    self.promised.len()
+                } else {
+                    0
+                };
+                let ahead = self.waiting as usize + promised;
+                until_turn
+                    + self.window * u32::try_from(ahead / limit.max(1) as usize).unwrap_or(u32::MAX)
+            }
         }
     }
 
@@ -224,7 +240,9 @@ impl Limits {
         global: bool,
         deadline: Instant,
         max_wait: Option<Duration>,
+        returning: bool,
     ) -> Result<Turn, Refusal> {
+        let max_wait = max_wait.filter(|_| !returning);
         let check = |wait: Duration| {
             let now = Instant::now();
             if now + wait > deadline {
@@ -235,6 +253,13 @@ impl Limits {
             }
             Ok(())
         };
+        if returning {
+            // Back at the turn it was promised: it waits in line, whatever it would wait.
+            let mut state = self.lock();
+            if let Some(bucket) = state.buckets.get_mut(key) {
+                bucket.promised.pop_front();
+            }
+        }
         // The bucket first, so that a request waiting for its channel takes no global turn.
         loop {
             let wait = {
@@ -244,18 +269,37 @@ impl Limits {
                     .buckets
                     .entry(key.to_owned())
                     .or_insert_with(Bucket::new);
+                let forget = bucket.window * 2;
+                while bucket
+                    .promised
+                    .front()
+                    .is_some_and(|&due| now.saturating_duration_since(due) > forget)
+                {
+                    bucket.promised.pop_front();
+                }
                 match bucket.take(now) {
                     Ok(()) => break,
                     Err(until_turn) => {
-                        let wait = bucket.expected_wait(until_turn);
-                        check(wait)?;
-                        bucket.waiting += 1;
-                        until_turn
+                        let wait = bucket.expected_wait(until_turn, !returning);
+                        if let Err(refusal) = check(wait) {
+                            if let Refusal::Busy(wait) = refusal {
+                                bucket.promised.push_back(now + wait);
+                            }
+                            return Err(refusal);
+                        }
+                        // In line, once the bucket's limit is known; until then every
+                        // request waits only for the probe's answer, and is judged after it.
+                        let in_line = bucket.limit.is_some();
+                        if in_line {
+                            bucket.waiting += 1;
+                        }
+                        (until_turn, in_line)
                     }
                 }
             };
+            let (wait, in_line) = wait;
             tokio::time::sleep(wait).await;
-            if let Some(bucket) = self.lock().buckets.get_mut(key) {
+            if in_line && let Some(bucket) = self.lock().buckets.get_mut(key) {
                 bucket.waiting = bucket.waiting.saturating_sub(1);
             }
         }
@@ -321,7 +365,10 @@ impl Limits {
             if let Some(answer) = answer {
                 bucket.learn(now, answer);
             }
-            bucket.limit.is_none() && bucket.in_flight == 0 && bucket.waiting == 0
+            bucket.limit.is_none()
+                && bucket.in_flight == 0
+                && bucket.waiting == 0
+                && bucket.promised.is_empty()
         };
         if evict {
             state.buckets.remove(&turn.key);
@@ -329,7 +376,10 @@ impl Limits {
         if state.buckets.len() > 50_000 {
             // Idle buckets of past windows hold nothing worth keeping.
             state.buckets.retain(|_, b| {
-                b.in_flight > 0 || b.waiting > 0 || b.reset_at.is_some_and(|r| r > now)
+                b.in_flight > 0
+                    || b.waiting > 0
+                    || !b.promised.is_empty()
+                    || b.reset_at.is_some_and(|r| r > now)
             });
         }
     }
@@ -357,7 +407,10 @@ mod tests {
         let limits = Limits::new(50);
         let deadline = Instant::now() + Duration::from_secs(60);
         // The probe learns the bucket: 5 per 5 s, 4 left.
-        let probe = limits.turn("c", true, deadline, None).await.expect("probe");
+        let probe = limits
+            .turn("c", true, deadline, None, false)
+            .await
+            .expect("probe");
         let answer = Answer::read(
             200,
             &headers(&[
@@ -369,7 +422,7 @@ mod tests {
         limits.done(probe, Some(&answer));
         for _ in 0..4 {
             let turn = limits
-                .turn("c", true, deadline, None)
+                .turn("c", true, deadline, None, false)
                 .await
                 .expect("in window");
             limits.done(turn, None);
@@ -377,20 +430,32 @@ mod tests {
         // The sixth would wait for the next window: more than a 1 s deadline allows.
         let soon = Instant::now() + Duration::from_secs(1);
         let refused = limits
-            .turn("c", true, soon, None)
+            .turn("c", true, soon, None, false)
             .await
             .expect_err("too late");
         assert!(matches!(refused, Refusal::Deadline(wait) if wait > Duration::from_secs(4)));
         // ... and more than a sender that waits at most 100 ms.
         let refused = limits
-            .turn("c", true, deadline, Some(Duration::from_millis(100)))
+            .turn("c", true, deadline, Some(Duration::from_millis(100)), false)
             .await
             .expect_err("busy");
         assert!(matches!(refused, Refusal::Busy(_)));
+        // Those told to come back later are given turns in order, `limit` per window.
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            match limits
+                .turn("c", true, deadline, Some(Duration::ZERO), false)
+                .await
+            {
+                Err(Refusal::Busy(wait)) => waits.push(wait.as_secs()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(waits, [5, 5, 5, 5, 10, 10, 10, 10, 10, 15]);
         // A patient one waits for the window to end.
         let started = Instant::now();
         let turn = limits
-            .turn("c", true, deadline, None)
+            .turn("c", true, deadline, None, false)
             .await
             .expect("next window");
         assert!(started.elapsed() >= Duration::from_secs(5));
@@ -404,7 +469,7 @@ mod tests {
         let started = Instant::now();
         for n in 0..7 {
             let turn = limits
-                .turn(&format!("bucket {n}"), true, deadline, None)
+                .turn(&format!("bucket {n}"), true, deadline, None, false)
                 .await
                 .expect("turn");
             limits.done(turn, None);
@@ -413,7 +478,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_secs(2));
         // Interaction routes are not counted.
         let turn = limits
-            .turn("interaction", false, deadline, None)
+            .turn("interaction", false, deadline, None, false)
             .await
             .expect("exempt");
         limits.done(turn, None);
