@@ -44,10 +44,6 @@ pub enum Destination {
     /// [`Bus::take_latest`]. Declared like a shared queue, with room for one message; each
     /// publish replaces what was there.
     Latest(String),
-    /// A shared queue, by name, after the message's [`Message::expiring_after`]: the message
-    /// waits in the queue's holding queue (`<name>.later`) and then joins the queue's end.
-    /// For work that cannot go on yet, parked without holding a consumer's capacity.
-    Later(String),
 }
 
 /// How a durable queue is declared.
@@ -57,9 +53,6 @@ pub(crate) enum Shape {
     Shared,
     /// The newest message only ([`Destination::Latest`]).
     Latest,
-    /// A holding queue: each message moves on to the queue named without `.later` when it
-    /// expires ([`Destination::Later`]).
-    Later,
 }
 
 /// Which queue a consumer reads.

@@ -174,21 +174,6 @@ impl Broker {
                 routing_key: name.clone(),
                 delivery_count: 0,
             }),
-            Destination::Later(name) => {
-                let queue = self.queue(name);
-                let routing_key = name.clone();
-                let mut message = message;
-                let after = message.expires_after.take().unwrap_or_default();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    queue.push_back(Stored {
-                        expires_at: None,
-                        message,
-                        routing_key,
-                        delivery_count: 0,
-                    });
-                });
-            }
         }
         Ok(())
     }

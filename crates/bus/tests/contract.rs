@@ -535,38 +535,6 @@ async fn expired_requests_are_not_delivered(mut h: Harness) {
     h.finish().await;
 }
 
-async fn a_later_message_joins_the_queue_after_its_delay(mut h: Harness) {
-    let queue = h.queue("parked");
-    let mut consumer = h.bus.subscribe(Subscription::shared(&queue)).await.unwrap();
-    let parked = std::time::Instant::now();
-    h.bus
-        .publish(
-            Destination::Later(queue.clone()),
-            Message::new("parked").expiring_after(Duration::from_millis(400)),
-        )
-        .await
-        .unwrap();
-    h.bus
-        .publish(Destination::Queue(queue.clone()), Message::new("now"))
-        .await
-        .unwrap();
-    let first = recv(&mut consumer).await;
-    assert_eq!(body(&first), "now", "the parked message waits");
-    first.ack().await.unwrap();
-    let later = recv(&mut consumer).await;
-    assert_eq!(body(&later), "parked");
-    assert!(parked.elapsed() >= Duration::from_millis(400));
-    // Held by a consumer, it does not expire again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    later.ack().await.unwrap();
-    assert_quiet(&mut consumer).await;
-    drop(consumer);
-    if h.bus.kind() == "rabbitmq" {
-        h.bus.delete_queue(&format!("{queue}.later")).await.unwrap();
-    }
-    h.finish().await;
-}
-
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -603,7 +571,6 @@ contract!(
     a_latest_queue_keeps_only_the_newest_message,
     a_lock_has_one_holder_at_a_time,
     expired_requests_are_not_delivered,
-    a_later_message_joins_the_queue_after_its_delay,
 );
 
 /// Processes starting together (gateway pods of a StatefulSet) each read the same Latest queue,

@@ -357,13 +357,6 @@ impl Broker {
     }
 }
 
-/// The holding queue of `queue` ([`Destination::Later`]).
-pub(super) fn later_queue(queue: &str) -> String {
-    format!("{queue}{LATER_SUFFIX}")
-}
-
-const LATER_SUFFIX: &str = ".later";
-
 /// Declares a shared queue: durable, quorum (replicated, and it counts deliveries).
 pub(super) async fn declare_shared(
     channel: &Channel,
@@ -382,17 +375,6 @@ pub(super) async fn declare_shared(
             "x-overflow".into(),
             AMQPValue::LongString("drop-head".into()),
         );
-    }
-    if shape == Shape::Later {
-        // An expired message moves on to the queue it waits for, and is not lost on the way:
-        // at-least-once dead-lettering (which needs reject-publish) keeps it until that queue
-        // has confirmed it.
-        let target = name.strip_suffix(LATER_SUFFIX).unwrap_or(name);
-        let text = |value: &str| AMQPValue::LongString(value.into());
-        arguments.insert("x-dead-letter-exchange".into(), text(""));
-        arguments.insert("x-dead-letter-routing-key".into(), text(target));
-        arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
-        arguments.insert("x-overflow".into(), text("reject-publish"));
     }
     channel
         .queue_declare(

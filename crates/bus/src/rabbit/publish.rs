@@ -109,16 +109,6 @@ impl Broker {
                 )
                 .await
             }
-            Destination::Later(queue) => {
-                self.send(
-                    Via::Publisher,
-                    "",
-                    &super::later_queue(queue),
-                    &message,
-                    IfUnroutable::DeclareQueue(Shape::Later),
-                )
-                .await
-            }
         }
     }
 
@@ -141,7 +131,7 @@ impl Broker {
                 )
                 .await?
             }
-            Destination::Queue(queue) | Destination::Latest(queue) | Destination::Later(queue) => {
+            Destination::Queue(queue) | Destination::Latest(queue) => {
                 self.send(
                     Via::Requester,
                     "",
