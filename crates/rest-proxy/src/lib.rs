@@ -46,6 +46,8 @@ pub use disco_proto::rest::{
 
 /// How long a 403 for a route in a channel is answered by the proxy.
 const FORBIDDEN_MEMORY: Duration = Duration::from_secs(10 * 60);
+/// How long requests in hand may finish after shutdown; callers retry the rest elsewhere.
+const DRAIN: Duration = Duration::from_secs(20);
 /// Tries of one request when Discord answers 429 (each waits for the bucket).
 const TRIES: u32 = 3;
 
@@ -219,9 +221,20 @@ impl RestProxy {
         });
         self.ready.store(true, Ordering::Relaxed);
         tracing::info!(%address, upstream = %self.shared.upstream, "proxying Discord's REST API");
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let serve = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        let drained = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN).await;
+        };
+        let served = tokio::select! {
+            served = serve => served,
+            () = drained => {
+                tracing::warn!("requests still in hand after {DRAIN:?}; their callers try again");
+                Ok(())
+            }
+        };
         self.ready.store(false, Ordering::Relaxed);
         gauges.abort();
         served.map_err(|source| Error::Serve { address, source })
