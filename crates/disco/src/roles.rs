@@ -94,7 +94,10 @@ pub(crate) fn build(
         } else {
             std::net::SocketAddr::from(([127, 0, 0, 1], 0))
         };
-        let config = cli.proxy.config(&cli.discord, listen)?;
+        let hostname = std::env::var("HOSTNAME").ok();
+        let config = cli
+            .proxy
+            .config(&cli.discord, listen, hostname.as_deref())?;
         let proxy = rest_proxy::RestProxy::bind(&config, admin.registry()).map_err(|error| {
             let source =
                 std::error::Error::source(&error).map_or_else(String::new, |s| format!(": {s}"));

@@ -404,3 +404,85 @@ async fn messages_sent(control: &Control) -> usize {
         .filter(|e| e["kind"] == "message")
         .count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxy_replicas_hold_the_limits_once() {
+    // 8 channels under Discord's limits; two workers, each sending through its own replica.
+    let sim = Simulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            world: World::at_scale(1, 1, 8),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("replicas");
+    let listen = [free_address(), free_address()];
+    let admin = [free_address(), free_address()];
+    let peers = format!("http://{},http://{}", listen[0], listen[1]);
+    let mut processes = Vec::new();
+    for index in 0..2 {
+        let mut command = disco_command(binary(), &["rest-proxy"], &sim, &vhost);
+        command
+            .env("DISCO_REST_PROXY_LISTEN", listen[index].to_string())
+            .env("DISCO_METRICS_LISTEN", admin[index].to_string())
+            .env("DISCO_REST_PROXY_PEERS", &peers)
+            .env("DISCO_REST_PROXY_INDEX", index.to_string());
+        processes.push(command.spawn().unwrap());
+        until_ready(admin[index]).await;
+    }
+    for (index, role) in ["command-worker", "command-worker", "gateway-shard"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut command = disco_command(binary(), &[role, "--shard-total", "1"], &sim, &vhost);
+        command.env(
+            "DISCO_REST_PROXY_URL",
+            format!("http://{}", listen[index % 2]),
+        );
+        processes.push(command.spawn().unwrap());
+        if role == "command-worker" && index == 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    until_shards_connected(&control, 1).await;
+    let member = sim.world.guilds[0].members[0].id;
+    let per_channel = 20;
+    for guild in &sim.world.guilds {
+        control
+            .post(
+                "/messages/bulk",
+                &json!({"channel_id": guild.channels[0].id.to_string(), "author_id": member.to_string(), "content": "~~ping", "count": per_channel}),
+            )
+            .await
+            .unwrap();
+    }
+    let total = sim.world.guilds.len() * per_channel;
+    tokio::time::timeout(PATIENCE, async {
+        while messages_sent(&control).await < total {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .expect("every command answered in time");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_answered_once(&control, total).await;
+    assert_eq!(
+        control.invalid_requests().await.unwrap(),
+        0,
+        "no 429: each channel paced by one replica"
+    );
+    for replica in admin {
+        let sent = metric(
+            replica,
+            "disco_rest_proxy_requests_total",
+            &["origin=\"discord\""],
+        )
+        .await;
+        assert!(sent > 0.0, "each replica owns some buckets");
+    }
+    let violations = control.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+}

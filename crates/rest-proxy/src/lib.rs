@@ -46,6 +46,29 @@ pub use disco_proto::rest::{
 
 /// How long a 403 for a route in a channel is answered by the proxy.
 const FORBIDDEN_MEMORY: Duration = Duration::from_secs(10 * 60);
+/// Set on a request one replica forwards to the bucket's owner, which sends it itself.
+const FORWARDED_HEADER: &str = "x-disco-forwarded";
+
+/// The replica (of `replicas`) that owns bucket `key`: a jump consistent hash, so a change in
+/// the number of replicas moves only the buckets it must.
+fn owner(key: &str, replicas: usize) -> usize {
+    // FNV-1a: the same on every replica and every build.
+    let mut hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let (mut bucket, mut next) = (0_i64, 0_i64);
+    let replicas = i64::try_from(replicas).unwrap_or(i64::MAX);
+    while next < replicas {
+        bucket = next;
+        hash = hash.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let jump =
+            ((bucket + 1) as f64 * ((1_u64 << 31) as f64 / ((hash >> 33) + 1) as f64)) as i64;
+        next = jump;
+    }
+    usize::try_from(bucket).unwrap_or(0)
+}
+
 /// How long requests in hand may finish after shutdown; callers retry the rest elsewhere.
 const DRAIN: Duration = Duration::from_secs(20);
 /// Tries of one request when Discord answers 429 (each waits for the bucket).
@@ -65,6 +88,13 @@ pub struct Config {
     pub invalid_budget: u32,
     /// How long a request without `x-disco-deadline` may wait for its turn.
     pub default_deadline: Duration,
+    /// Every replica's base URL, this one's included, in the same order on every replica;
+    /// empty for one replica alone. Each bucket is owned by one replica (a consistent hash of
+    /// its route and major parameter), which the others forward its requests to; each replica
+    /// sends its share of the global limit and of the invalid-request budget.
+    pub peers: Vec<Url>,
+    /// This replica's place in `peers`.
+    pub index: usize,
 }
 
 impl Config {
@@ -86,7 +116,14 @@ impl Config {
             global_limit: Self::DEFAULT_GLOBAL_LIMIT,
             invalid_budget: Self::DEFAULT_INVALID_BUDGET,
             default_deadline: Self::DEFAULT_DEADLINE,
+            peers: Vec::new(),
+            index: 0,
         }
+    }
+
+    /// Replicas sharing the bot's limits (1 without peers).
+    pub fn replicas(&self) -> u32 {
+        u32::try_from(self.peers.len().max(1)).unwrap_or(u32::MAX)
     }
 
     /// Refuses a value the proxy cannot run with, naming the field.
@@ -104,6 +141,18 @@ impl Config {
             return Err(InvalidConfig::new(
                 "invalid_budget",
                 "expected 1 to 9,999: Cloudflare bans the address at 10,000",
+            ));
+        }
+        if !self.peers.is_empty() && self.index >= self.peers.len() {
+            return Err(InvalidConfig::new(
+                "index",
+                format!("expected 0 to {}: one per peer", self.peers.len() - 1),
+            ));
+        }
+        if self.global_limit < self.replicas() {
+            return Err(InvalidConfig::new(
+                "global_limit",
+                "expected at least one request per second per replica",
             ));
         }
         if self.default_deadline.is_zero() {
@@ -139,6 +188,9 @@ pub struct RestProxy {
 #[derive(Debug)]
 struct Shared {
     upstream: String,
+    /// Every replica's base URL (none alone), and this one's place among them.
+    peers: Vec<String>,
+    index: usize,
     client: reqwest::Client,
     limits: Limits,
     budget: Budget,
@@ -160,6 +212,9 @@ impl RestProxy {
         let listener = std::net::TcpListener::bind(config.listen).map_err(serve_error)?;
         listener.set_nonblocking(true).map_err(serve_error)?;
         let listener = TcpListener::from_std(listener).map_err(serve_error)?;
+        // Each replica sends its share; the buckets are split by owner.
+        let global_share = config.global_limit / config.replicas();
+        let budget_share = (config.invalid_budget / config.replicas()).max(1);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -169,10 +224,16 @@ impl RestProxy {
             listener,
             shared: Arc::new(Shared {
                 upstream: config.upstream.as_str().trim_end_matches('/').to_owned(),
+                peers: config
+                    .peers
+                    .iter()
+                    .map(|peer| peer.as_str().trim_end_matches('/').to_owned())
+                    .collect(),
+                index: config.index,
                 client,
-                limits: Limits::new(config.global_limit),
-                budget: Budget::new(config.invalid_budget, FORBIDDEN_MEMORY),
-                metrics: Metrics::register(registry, config.invalid_budget, config.global_limit),
+                limits: Limits::new(global_share),
+                budget: Budget::new(budget_share, FORBIDDEN_MEMORY),
+                metrics: Metrics::register(registry, budget_share, global_share),
                 default_deadline: config.default_deadline,
             }),
             ready: Arc::new(AtomicBool::new(false)),
@@ -254,6 +315,67 @@ impl Shared {
         self.metrics
             .buckets
             .set(i64::try_from(self.limits.buckets()).unwrap_or(i64::MAX));
+    }
+
+    /// Sends a request to the replica that owns its bucket, and its answer back.
+    async fn forward_to(
+        &self,
+        owner: usize,
+        route: &Route,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let mut outgoing = headers.clone();
+        outgoing.remove("host");
+        outgoing.insert(FORWARDED_HEADER, HeaderValue::from_static("1"));
+        let sent = self
+            .client
+            .request(method, format!("{}{path}", self.peers[owner]))
+            .headers(outgoing)
+            .body(body)
+            .timeout(self.default_deadline)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                // Not sent in its place: the owner may be restarting. The caller tries again.
+                let error = error.without_url();
+                tracing::warn!(route = %route.template, owner, %error, "the bucket's replica is unreachable");
+                return self.refused(
+                    route,
+                    StatusCode::BAD_GATEWAY,
+                    "unreachable",
+                    "the replica that owns this bucket did not answer",
+                    None,
+                );
+            }
+        };
+        let status = response.status();
+        let mut back = Response::builder().status(status);
+        for (name, value) in response.headers() {
+            if !matches!(
+                name.as_str(),
+                "connection" | "content-length" | "transfer-encoding" | "keep-alive"
+            ) {
+                back = back.header(name, value);
+            }
+        }
+        match response.bytes().await {
+            Ok(body) => back
+                .body(axum::body::Body::from(body))
+                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()),
+            Err(_) => self.refused(
+                route,
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                "the owner's answer broke off",
+                None,
+            ),
+        }
     }
 
     /// The answer to a request the proxy knows would fail.
@@ -400,6 +522,16 @@ async fn forward(
         .map(Duration::from_millis);
     let returning = headers.contains_key(RETURNING_HEADER);
     let key = format!("{} {}", route.template, route.major);
+    // Another replica's bucket: it holds its limits, so the request goes there. Interaction
+    // routes have a bucket per interaction and no global limit: any replica sends them.
+    if shared.peers.len() > 1 && route.global && !headers.contains_key(FORWARDED_HEADER) {
+        let owner = owner(&key, shared.peers.len());
+        if owner != shared.index {
+            return shared
+                .forward_to(owner, &route, method, &uri, &headers, body)
+                .await;
+        }
+    }
     let url = match uri.query() {
         Some(query) => format!("{}{path}?{query}", shared.upstream),
         None => format!("{}{path}", shared.upstream),
@@ -533,5 +665,33 @@ async fn forward(
         return back
             .body(axum::body::Body::from(body))
             .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner;
+
+    #[test]
+    fn buckets_spread_over_replicas_and_a_new_replica_moves_only_its_share() {
+        let keys: Vec<String> = (0..10_000)
+            .map(|n| format!("POST /channels/{{id}}/messages channels/{n}"))
+            .collect();
+        let mut counts = [0_usize; 3];
+        for key in &keys {
+            counts[owner(key, 3)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (3_000..3_700).contains(&c)),
+            "{counts:?}"
+        );
+        // From 3 replicas to 4: a bucket either stays or moves to the new one.
+        let moved = keys
+            .iter()
+            .filter(|key| owner(key, 3) != owner(key, 4))
+            .inspect(|key| assert_eq!(owner(key, 4), 3))
+            .count();
+        assert!((2_200..2_800).contains(&moved), "{moved}");
+        assert_eq!(owner(&keys[0], 1), 0);
     }
 }

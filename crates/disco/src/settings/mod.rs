@@ -681,6 +681,26 @@ mod tests {
                 "rest-proxy",
                 "DISCO_REST_DEADLINE_SECS",
             ),
+            (
+                &[
+                    "--rest-proxy-peers",
+                    "http://a:9300,http://b:9300",
+                    "--rest-proxy-index",
+                    "2",
+                ],
+                "rest-proxy",
+                "DISCO_REST_PROXY_INDEX",
+            ),
+            (
+                &[
+                    "--rest-proxy-peers",
+                    "http://a:9300,b:9300",
+                    "--rest-proxy-index",
+                    "0",
+                ],
+                "rest-proxy",
+                "DISCO_REST_PROXY_PEERS",
+            ),
         ];
         for (flags, role, want) in rows {
             let cli = with_discord(flags);
@@ -696,7 +716,7 @@ mod tests {
                 "voice-node" => cli.voice.config(&cli.discord, &cli.gateway, None).err(),
                 "rest-proxy" => cli
                     .proxy
-                    .config(&cli.discord, rest_proxy::Config::DEFAULT_LISTEN)
+                    .config(&cli.discord, rest_proxy::Config::DEFAULT_LISTEN, None)
                     .err(),
                 _ => cli.gateway.config(&cli.discord, None).err(),
             }

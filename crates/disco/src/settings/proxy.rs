@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use rest_proxy::Config;
 
-use super::{DiscordArgs, SettingsError, Source, refused};
+use super::{DiscordArgs, SettingsError, Source, invalid, refused, url_with_scheme};
 
 /// rest-proxy settings.
 #[derive(Debug, Args)]
@@ -42,6 +42,25 @@ pub struct ProxyArgs {
         global = true
     )]
     pub rest_deadline_secs: u64,
+    /// Every replica's URL, comma-separated, the same list in the same order on each
+    /// (`http://disco-rest-proxy-0.disco-rest-proxy-peers:9300,...`); unset for one replica.
+    /// Each bucket has one owner, and each replica sends its share of the global limit.
+    #[arg(
+        long,
+        env = "DISCO_REST_PROXY_PEERS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub rest_proxy_peers: Vec<String>,
+    /// This replica's place in DISCO_REST_PROXY_PEERS (0-based), or `auto` for the number at
+    /// the end of the host name (a StatefulSet's pod ordinal).
+    #[arg(
+        long,
+        env = "DISCO_REST_PROXY_INDEX",
+        default_value = "auto",
+        global = true
+    )]
+    pub rest_proxy_index: String,
 }
 
 /// Where each checked field comes from.
@@ -61,21 +80,55 @@ const SOURCES: &[Source] = &[
         "DISCO_REST_INVALID_BUDGET",
         "rest-invalid-budget",
     ),
+    ("index", "DISCO_REST_PROXY_INDEX", "rest-proxy-index"),
     ("upstream", "DISCO_DISCORD_API_URL", "discord-api-url"),
 ];
 
 impl ProxyArgs {
-    /// The proxy's settings, checked; `listen` unless set.
+    /// The proxy's settings, checked; `listen` unless set. `hostname` is the host name, for
+    /// `--rest-proxy-index auto`.
     pub fn config(
         &self,
         discord: &DiscordArgs,
         listen: SocketAddr,
+        hostname: Option<&str>,
     ) -> Result<Config, SettingsError> {
         let mut config = Config::new(discord.api_url()?);
         config.listen = self.rest_proxy_listen.unwrap_or(listen);
         config.global_limit = self.rest_global_limit;
         config.invalid_budget = self.rest_invalid_budget;
         config.default_deadline = Duration::from_secs(self.rest_deadline_secs);
+        let peer = |url: &String| {
+            url_with_scheme(url.trim(), &["http", "https"])
+                .map_err(|problem| invalid("DISCO_REST_PROXY_PEERS", "rest-proxy-peers", problem))
+        };
+        config.peers = self
+            .rest_proxy_peers
+            .iter()
+            .filter(|url| !url.trim().is_empty())
+            .map(peer)
+            .collect::<Result<_, _>>()?;
+        if !config.peers.is_empty() {
+            config.index = match self.rest_proxy_index.as_str() {
+                "auto" => hostname
+                    .and_then(|name| name.rsplit('-').next())
+                    .and_then(|ordinal| ordinal.parse().ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            "DISCO_REST_PROXY_INDEX",
+                            "rest-proxy-index",
+                            "`auto` needs a host name ending in -<number>",
+                        )
+                    })?,
+                number => number.parse().map_err(|_| {
+                    invalid(
+                        "DISCO_REST_PROXY_INDEX",
+                        "rest-proxy-index",
+                        "expected a number or `auto`",
+                    )
+                })?,
+            };
+        }
         config
             .validate()
             .map_err(|e| refused(e.field, e.problem, SOURCES))?;
