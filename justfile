@@ -63,5 +63,10 @@ bench-voice:
     cargo build --locked --release --bin disco
     cargo bench --locked -p tests --bench voice
 
+# Discord REST through the rest-proxy against going direct: requests/s, CPU per request.
+bench-rest:
+    cargo build --locked --release --bin disco
+    cargo bench --locked -p tests --bench rest
+
 # Every benchmark.
-bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice
+bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest
