@@ -122,6 +122,29 @@ async fn every_queried_metric_is_exported() {
         )
         .await
         .unwrap();
+    // ... and Discord's limits pushing back: a 429, and a burst in one channel (5 per 5 s)
+    // that the rest-proxy answers `busy` for.
+    control
+        .post(
+            "/faults",
+            &serde_json::json!({"status": 429, "route": "messages", "retry_after": 0.1}),
+        )
+        .await
+        .unwrap();
+    let info = control.get("/info").await.unwrap();
+    let guild = &info["guilds"][0];
+    control
+        .post(
+            "/messages/bulk",
+            &serde_json::json!({
+                "channel_id": guild["channels"][0]["id"].to_string(),
+                "author_id": guild["members"][0]["id"].to_string(),
+                "content": "~~ping",
+                "count": 20,
+            }),
+        )
+        .await
+        .unwrap();
 
     let mut queried = BTreeSet::new();
     for (_, board) in dashboards() {
