@@ -393,6 +393,20 @@ pub async fn say_many(sim: &Simulator, content: &str, count: usize) {
         .expect("the simulator takes them");
 }
 
+/// Every message the bot sent, in order.
+///
+/// # Panics
+/// When the simulator does not answer.
+pub async fn messages_sent(control: &Control) -> Vec<Value> {
+    control
+        .sent()
+        .await
+        .expect("the simulator answers")
+        .into_iter()
+        .filter(|e| e["kind"] == "message")
+        .collect()
+}
+
 /// Lifts the world's message rate limits out of the way, for a test about delivery rather
 /// than pacing (Discord's limits would stretch thousands of replies over minutes).
 pub fn unthrottled(world: &mut discord_sim::World) {

@@ -9,8 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use discord_sim::{Config as SimConfig, Control, Simulator};
-use serde_json::Value;
-use tests::{Vhost, say_many, spawn_disco, until_shards_connected};
+use tests::{Vhost, messages_sent, say_many, spawn_disco, until_shards_connected};
 
 const COMMANDS: usize = 3_000;
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -18,16 +17,6 @@ const PATIENCE: Duration = Duration::from_secs(120);
 fn disco(role: &str, sim: &Simulator, vhost: &Vhost) -> tokio::process::Child {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     spawn_disco(binary, &[role, "--shard-total", "1"], sim, vhost)
-}
-
-async fn messages_sent(control: &Control) -> Vec<Value> {
-    control
-        .sent()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e["kind"] == "message")
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -354,20 +354,9 @@ impl Shared {
                 );
             }
         };
-        let status = response.status();
-        let mut back = Response::builder().status(status);
-        for (name, value) in response.headers() {
-            if !matches!(
-                name.as_str(),
-                "connection" | "content-length" | "transfer-encoding" | "keep-alive"
-            ) {
-                back = back.header(name, value);
-            }
-        }
+        let (status, headers) = (response.status(), response.headers().clone());
         match response.bytes().await {
-            Ok(body) => back
-                .body(axum::body::Body::from(body))
-                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()),
+            Ok(body) => relay(status, &headers, body),
             Err(_) => self.refused(
                 route,
                 StatusCode::BAD_GATEWAY,
@@ -604,7 +593,8 @@ async fn forward(
                 );
             }
         };
-        let status = response.status().as_u16();
+        let status_code = response.status();
+        let status = status_code.as_u16();
         let answer = Answer::read(status, response.headers());
         let response_headers = response.headers().clone();
         let body = match response.bytes().await {
@@ -653,19 +643,23 @@ async fn forward(
         if matches!(status, 401 | 403) {
             shared.update_gauges();
         }
-        let mut back = Response::builder().status(status);
-        for (name, value) in &response_headers {
-            if !matches!(
-                name.as_str(),
-                "connection" | "content-length" | "transfer-encoding" | "keep-alive"
-            ) {
-                back = back.header(name, value);
-            }
-        }
-        return back
-            .body(axum::body::Body::from(body))
-            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+        return relay(status_code, &response_headers, body);
     }
+}
+
+/// An answer passed back as it came, less its hop-by-hop headers.
+fn relay(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
+    let mut back = Response::builder().status(status);
+    for (name, value) in headers {
+        if !matches!(
+            name.as_str(),
+            "connection" | "content-length" | "transfer-encoding" | "keep-alive"
+        ) {
+            back = back.header(name, value);
+        }
+    }
+    back.body(axum::body::Body::from(body))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
 #[cfg(test)]
