@@ -179,6 +179,25 @@ async fn sim(args: &settings::SimArgs, shutdown: CancellationToken) -> Result<()
         })?,
         None => discord_sim::World::default(),
     };
+    match args.rate_limits {
+        Some(settings::SimRateLimits::Discord) => {
+            world.rate_limits = discord_sim::world::RateLimits::default();
+        }
+        Some(settings::SimRateLimits::Off) => {
+            let none = discord_sim::world::Limit {
+                limit: u32::MAX,
+                window_ms: 1,
+            };
+            world.rate_limits = discord_sim::world::RateLimits {
+                messages_per_channel: none,
+                per_route: none,
+                global: none,
+                invalid_requests: none,
+                ..discord_sim::world::RateLimits::default()
+            };
+        }
+        None => {}
+    }
     if let Some(latency) = args.rest_latency_ms {
         world.rest_latency_ms = latency;
     }

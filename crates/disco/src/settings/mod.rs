@@ -135,6 +135,11 @@ pub struct SimArgs {
     /// Deliver interactions to this interactions endpoint (signed) instead of the gateway.
     #[arg(long, env = "DISCO_SIM_INTERACTIONS_URL")]
     pub interactions_url: Option<String>,
+    /// REST rate limits: `discord` (Discord's: 50 requests/s, 5 messages per 5 s per channel,
+    /// the ban after 10,000 invalid requests in 10 minutes) or `off` (none, to measure Disco
+    /// rather than Discord's pace). Replaces the world's own.
+    #[arg(long, env = "DISCO_SIM_RATE_LIMITS", value_enum)]
+    pub rate_limits: Option<SimRateLimits>,
     /// Answer each REST request after this many milliseconds, as Discord answers in tens of
     /// ms (replaces the world's `rest_latency_ms`).
     #[arg(long, env = "DISCO_SIM_REST_LATENCY_MS")]
@@ -215,6 +220,13 @@ pub struct TelemetryArgs {
         global = true
     )]
     pub metrics_listen: SocketAddr,
+}
+
+/// The simulator's REST rate limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SimRateLimits {
+    Discord,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
