@@ -378,6 +378,16 @@ async fn interaction(
 fn settle(sent: Result<(), CallError>, command: &str) -> Handling {
     match sent {
         Ok(()) => Ok(()),
+        // Missing Permissions: a member typing where the bot may not write; the rest-proxy
+        // answers the repeats itself. Not worth a warning each time.
+        Err(error @ CallError::Refused { status: 403, .. }) => {
+            tracing::debug!(
+                command,
+                error = &error as &dyn std::error::Error,
+                "no permission to reply here"
+            );
+            Ok(())
+        }
         Err(error @ CallError::Refused { .. }) => {
             tracing::warn!(
                 command,
