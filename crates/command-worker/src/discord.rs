@@ -2,16 +2,16 @@
 //! time its answer stops being useful (`x-disco-deadline`), which the rest-proxy holds it to;
 //! 5xx, timeouts and an unreachable proxy are retried with backoff until that deadline; any
 //! other 4xx is final. Through the proxy, a reply whose channel is busy for longer than the
-//! caller will wait comes back as [`CallError::Later`], so the command can be parked.
+//! caller will wait comes back as [`CallError::Later`], so the reply can wait parked, without
+//! the worker's capacity.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use twilight_http::request::Request;
-
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 use twilight_http::error::ErrorType;
+use twilight_http::request::Request;
 use twilight_http::response::marker::EmptyBody;
 use twilight_http::routing::Route;
 
