@@ -98,30 +98,18 @@ pub(crate) fn build(
         let config = cli
             .proxy
             .config(&cli.discord, listen, hostname.as_deref())?;
+        let unusable = |problem: String| {
+            settings::invalid("DISCO_REST_PROXY_LISTEN", "rest-proxy-listen", problem)
+        };
         let proxy = rest_proxy::RestProxy::bind(&config, admin.registry()).map_err(|error| {
             let source =
                 std::error::Error::source(&error).map_or_else(String::new, |s| format!(": {s}"));
-            settings::invalid(
-                "DISCO_REST_PROXY_LISTEN",
-                "rest-proxy-listen",
-                format!("{error}{source}"),
-            )
+            unusable(format!("{error}{source}"))
         })?;
         if !alone {
-            let address = proxy.address().map_err(|error| {
-                settings::invalid(
-                    "DISCO_REST_PROXY_LISTEN",
-                    "rest-proxy-listen",
-                    error.to_string(),
-                )
-            })?;
-            let url = url::Url::parse(&format!("http://{address}")).map_err(|error| {
-                settings::invalid(
-                    "DISCO_REST_PROXY_LISTEN",
-                    "rest-proxy-listen",
-                    error.to_string(),
-                )
-            })?;
+            let address = proxy.address().map_err(|e| unusable(e.to_string()))?;
+            let url = url::Url::parse(&format!("http://{address}"))
+                .map_err(|e| unusable(e.to_string()))?;
             rest = cli.discord.rest_through(&url)?;
         }
         admin.ready_when(Role::RestProxy.name(), proxy.readiness());
