@@ -2,7 +2,9 @@
 //! four `disco gateway-shard` processes on the real RabbitMQ, with typing noise around the
 //! commands, as a busy bot's shards see it. Every shard becomes READY within Discord's identify
 //! pacing, the noise is read and dropped (no consumer binds it), every command is answered
-//! exactly once, and no Discord rule is broken.
+//! exactly once, and no Discord rule is broken. Every REST call goes through one
+//! `disco rest-proxy`, as in production: the replies of 200 channels at once meet Discord's
+//! global limit there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 use discord_sim::{Config as SimConfig, Control, Simulator, World};
 use serde_json::json;
 use tests::{
-    Vhost, spawn_disco, spawn_gateways, until_answered_once, until_queues, until_shards_connected,
+    Vhost, free_address, spawn_disco, spawn_gateways, until_answered_once, until_queues,
+    until_ready, until_shards_connected,
 };
 
 const SHARDS: u32 = 64;
@@ -32,9 +35,30 @@ async fn sixty_four_shards_in_four_processes_answer_under_noise() {
     let vhost = Vhost::new("scale");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     let total = SHARDS.to_string();
+    let (proxy_listen, proxy_admin) = (free_address().to_string(), free_address());
+    let _proxy = spawn_disco(
+        binary,
+        &[
+            "rest-proxy",
+            "--rest-proxy-listen",
+            &proxy_listen,
+            "--metrics-listen",
+            &proxy_admin.to_string(),
+        ],
+        &sim,
+        &vhost,
+    );
+    until_ready(proxy_admin).await;
+    let proxy_url = format!("http://{proxy_listen}");
     let _worker = spawn_disco(
         binary,
-        &["command-worker", "--shard-total", &total],
+        &[
+            "command-worker",
+            "--shard-total",
+            &total,
+            "--rest-proxy-url",
+            &proxy_url,
+        ],
         &sim,
         &vhost,
     );
@@ -49,6 +73,8 @@ async fn sixty_four_shards_in_four_processes_answer_under_noise() {
         &[
             "--intents",
             "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_VOICE_STATES,GUILD_MESSAGE_TYPING",
+            "--rest-proxy-url",
+            &proxy_url,
         ],
     );
     // Identify pacing (16 at a time, 5 s apart, across the four processes) is the
