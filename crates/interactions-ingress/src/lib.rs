@@ -174,14 +174,12 @@ impl Ingress {
         move || state.bus.is_connected()
     }
 
-    /// Binds the configured address and serves until `shutdown`.
+    /// Binds the configured address (with [`bind`]'s deep backlog) and serves until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .map_err(|source| Error::Listen {
-                address: self.listen,
-                source,
-            })?;
+        let listener = bind(self.listen).map_err(|source| Error::Listen {
+            address: self.listen,
+            source,
+        })?;
         self.serve(listener, shutdown).await
     }
 

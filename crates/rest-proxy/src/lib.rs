@@ -209,9 +209,16 @@ impl RestProxy {
             address: config.listen.to_string(),
             source,
         };
-        let listener = std::net::TcpListener::bind(config.listen).map_err(serve_error)?;
-        listener.set_nonblocking(true).map_err(serve_error)?;
-        let listener = TcpListener::from_std(listener).map_err(serve_error)?;
+        // A deep backlog: every worker's connections may open at once after a restart.
+        let socket = if config.listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(serve_error)?;
+        socket.set_reuseaddr(true).map_err(serve_error)?;
+        socket.bind(config.listen).map_err(serve_error)?;
+        let listener = socket.listen(4096).map_err(serve_error)?;
         // Each replica sends its share; the buckets are split by owner.
         let global_share = config.global_limit / config.replicas();
         let budget_share = (config.invalid_budget / config.replicas()).max(1);
