@@ -44,6 +44,10 @@ struct Interaction {
 
 /// Discord's PING interaction type.
 const PING: u8 = 1;
+/// Discord's application command interaction type: the only kind the workers answer.
+const APPLICATION_COMMAND: u8 = 2;
+/// Discord's autocomplete interaction type.
+const AUTOCOMPLETE: u8 = 4;
 
 /// The worker's initial response, as far as an edit of a deferred one reads it.
 #[derive(Deserialize)]
@@ -169,6 +173,18 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
     if interaction.kind == PING {
         state.count("pong");
         return json_response(r#"{"type":1}"#);
+    }
+    // Disco sends no components or modals and offers no autocomplete; a worker would ignore
+    // them, and Discord would show the member a failure after 3 s. Answered here instead.
+    if interaction.kind == AUTOCOMPLETE {
+        state.count("not_a_command");
+        return json_response(r#"{"type":8,"data":{"choices":[]}}"#);
+    }
+    if interaction.kind != APPLICATION_COMMAND {
+        state.count("not_a_command");
+        return json_response(
+            r#"{"type":4,"data":{"content":"Disco does not handle this here.","flags":64,"allowed_mentions":{"parse":[]}}}"#,
+        );
     }
     let guild_id = interaction.guild_id.map(Id::get);
     match forward(state, body, guild_id).await {

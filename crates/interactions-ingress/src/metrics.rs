@@ -37,6 +37,7 @@ impl Metrics {
         // Every outcome from the start, so a dashboard shows 0 rather than nothing.
         for outcome in [
             "pong",
+            "not_a_command",
             "answered",
             "deferred",
             "unauthorized",

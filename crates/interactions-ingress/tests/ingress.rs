@@ -280,6 +280,32 @@ async fn ping_is_answered_locally() {
 }
 
 #[tokio::test]
+async fn interactions_that_are_not_commands_are_answered_locally() {
+    let bus = Bus::in_memory(Limits::default());
+    // No responder: the workers answer commands only, so these must not wait for one.
+    let (address, stop) = start(&bus, config(Duration::from_millis(500))).await;
+    let interaction = |kind: u8| {
+        json!({"type": kind, "id": "5", "token": "tok", "application_id": "1", "guild_id": "7", "data": {"custom_id": "x"}})
+            .to_string()
+            .into_bytes()
+    };
+    // Autocomplete: no choices.
+    let (status, _, body) = signed(address, &interaction(4)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"type":8,"data":{"choices":[]}}"#)
+    );
+    // A component or a modal: an answer only the member sees, at once.
+    for kind in [3, 5] {
+        let (status, _, body) = signed(address, &interaction(kind)).await;
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((status, &answer["type"]), (200, &json!(4)), "{body}");
+        assert_eq!(answer["data"]["flags"], 64);
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn a_command_is_answered_with_the_workers_reply() {
     let bus = Bus::in_memory(Limits::default());
     responder(&bus, Duration::ZERO);
