@@ -85,6 +85,8 @@ pub(crate) fn build(
     {
         cli.discord.token()?;
     }
+    // A StatefulSet pod's name ends in its ordinal: its place among its replicas (`auto`).
+    let hostname = std::env::var("HOSTNAME").ok();
     let mut built: Vec<(Role, Run)> = Vec::new();
     let mut rest = cli.discord.rest()?;
     if roles.contains(&Role::RestProxy) {
@@ -94,7 +96,6 @@ pub(crate) fn build(
         } else {
             std::net::SocketAddr::from(([127, 0, 0, 1], 0))
         };
-        let hostname = std::env::var("HOSTNAME").ok();
         let config = cli
             .proxy
             .config(&cli.discord, listen, hostname.as_deref())?;
@@ -124,7 +125,6 @@ pub(crate) fn build(
         let run: Run = match role {
             Role::RestProxy => continue,
             Role::GatewayShard => {
-                let hostname = std::env::var("HOSTNAME").ok();
                 let config = cli.gateway.config(&cli.discord, hostname.as_deref())?;
                 let gateway = gateway_shard::GatewayShard::new(
                     config,
@@ -165,7 +165,6 @@ pub(crate) fn build(
                 })
             }
             Role::VoiceNode => {
-                let hostname = std::env::var("HOSTNAME").ok();
                 let config = cli
                     .voice
                     .config(&cli.discord, &cli.gateway, hostname.as_deref())?;

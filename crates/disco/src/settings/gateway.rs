@@ -3,7 +3,7 @@
 use clap::Args;
 use gateway_shard::{Config, ShardRange};
 
-use super::{DiscordArgs, SettingsError, Source, invalid, refused};
+use super::{DiscordArgs, SettingsError, Source, invalid, number_or_ordinal, refused};
 
 /// gateway-shard settings.
 #[derive(Debug, Args)]
@@ -93,21 +93,7 @@ impl GatewayArgs {
             (Some(range), _) => ShardRange::parse(range, total)
                 .map_err(|problem| invalid("DISCO_SHARDS", "shards", problem))?,
             (None, Some(bucket)) => {
-                let bucket = match bucket.as_str() {
-                    "auto" => hostname
-                        .and_then(|name| name.rsplit('-').next())
-                        .and_then(|ordinal| ordinal.parse().ok())
-                        .ok_or_else(|| {
-                            invalid(
-                                "DISCO_BUCKET",
-                                "bucket",
-                                "`auto` needs a host name ending in -<number>",
-                            )
-                        })?,
-                    number => number.parse().map_err(|_| {
-                        invalid("DISCO_BUCKET", "bucket", "expected a number or `auto`")
-                    })?,
-                };
+                let bucket = number_or_ordinal(bucket, hostname, "DISCO_BUCKET", "bucket")?;
                 ShardRange::bucket(bucket, self.buckets, total)
                     .map_err(|problem| invalid("DISCO_BUCKET", "bucket", problem))?
             }

@@ -285,6 +285,25 @@ fn refused(field: &str, problem: String, sources: &[Source]) -> Invalid {
     }
 }
 
+/// A number, or `auto` for the number at the end of the host name (a StatefulSet pod's
+/// ordinal): how a pod finds its place among its replicas.
+fn number_or_ordinal(
+    value: &str,
+    hostname: Option<&str>,
+    env: &'static str,
+    flag: &'static str,
+) -> Result<u32, Invalid> {
+    match value {
+        "auto" => hostname
+            .and_then(|name| name.rsplit('-').next())
+            .and_then(|ordinal| ordinal.parse().ok())
+            .ok_or_else(|| invalid(env, flag, "`auto` needs a host name ending in -<number>")),
+        number => number
+            .parse()
+            .map_err(|_| invalid(env, flag, "expected a number or `auto`")),
+    }
+}
+
 pub(crate) fn invalid(
     env: &'static str,
     flag: &'static str,

@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::Args;
 use rest_proxy::Config;
 
-use super::{DiscordArgs, SettingsError, Source, invalid, refused, url_with_scheme};
+use super::{
+    DiscordArgs, SettingsError, Source, invalid, number_or_ordinal, refused, url_with_scheme,
+};
 
 /// rest-proxy settings.
 #[derive(Debug, Args)]
@@ -109,25 +111,13 @@ impl ProxyArgs {
             .map(peer)
             .collect::<Result<_, _>>()?;
         if !config.peers.is_empty() {
-            config.index = match self.rest_proxy_index.as_str() {
-                "auto" => hostname
-                    .and_then(|name| name.rsplit('-').next())
-                    .and_then(|ordinal| ordinal.parse().ok())
-                    .ok_or_else(|| {
-                        invalid(
-                            "DISCO_REST_PROXY_INDEX",
-                            "rest-proxy-index",
-                            "`auto` needs a host name ending in -<number>",
-                        )
-                    })?,
-                number => number.parse().map_err(|_| {
-                    invalid(
-                        "DISCO_REST_PROXY_INDEX",
-                        "rest-proxy-index",
-                        "expected a number or `auto`",
-                    )
-                })?,
-            };
+            let index = number_or_ordinal(
+                &self.rest_proxy_index,
+                hostname,
+                "DISCO_REST_PROXY_INDEX",
+                "rest-proxy-index",
+            )?;
+            config.index = usize::try_from(index).unwrap_or(usize::MAX);
         }
         config
             .validate()
