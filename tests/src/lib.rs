@@ -379,18 +379,69 @@ pub async fn until_queues(vhost: &Vhost, names: &[&str]) {
 /// When the simulator refuses.
 pub async fn say_many(sim: &Simulator, content: &str, count: usize) {
     let guild = &sim.world.guilds[0];
-    Control::new(&sim.rest_url)
+    let control = Control::new(&sim.rest_url);
+    say_many_in(
+        &control,
+        guild.channels[0].id,
+        guild.members[0].id,
+        content,
+        count,
+    )
+    .await;
+}
+
+/// Dispatches `count` messages from `member` in `channel`: `content` followed by ` #n`.
+///
+/// # Panics
+/// When the simulator refuses.
+pub async fn say_many_in(
+    control: &Control,
+    channel: u64,
+    member: u64,
+    content: &str,
+    count: usize,
+) {
+    control
         .post(
             "/messages/bulk",
             &serde_json::json!({
-                "channel_id": guild.channels[0].id.to_string(),
-                "author_id": guild.members[0].id.to_string(),
+                "channel_id": channel.to_string(),
+                "author_id": member.to_string(),
                 "content": content,
                 "count": count,
             }),
         )
         .await
         .expect("the simulator takes them");
+}
+
+/// Starts `disco rest-proxy` (the binary at `disco`, with `extra` arguments) listening on
+/// `listen`, its admin endpoints on `admin`; returns once it is ready. Killed when dropped.
+///
+/// # Panics
+/// When it does not start or become ready.
+pub async fn start_rest_proxy(
+    disco: &std::path::Path,
+    sim: &Simulator,
+    vhost: &Vhost,
+    (listen, admin): (std::net::SocketAddr, std::net::SocketAddr),
+    extra: &[&str],
+) -> tokio::process::Child {
+    let (listen_text, admin_text) = (listen.to_string(), admin.to_string());
+    let args = [
+        &[
+            "rest-proxy",
+            "--rest-proxy-listen",
+            &listen_text,
+            "--metrics-listen",
+            &admin_text,
+        ][..],
+        extra,
+    ]
+    .concat();
+    let proxy = spawn_disco(disco, &args, sim, vhost);
+    until_ready(admin).await;
+    proxy
 }
 
 /// Every message the bot sent, in order.

@@ -133,18 +133,11 @@ async fn every_queried_metric_is_exported() {
         .unwrap();
     let info = control.get("/info").await.unwrap();
     let guild = &info["guilds"][0];
-    control
-        .post(
-            "/messages/bulk",
-            &serde_json::json!({
-                "channel_id": guild["channels"][0]["id"].to_string(),
-                "author_id": guild["members"][0]["id"].to_string(),
-                "content": "~~ping",
-                "count": 20,
-            }),
-        )
-        .await
-        .unwrap();
+    let (channel, member) = (
+        guild["channels"][0]["id"].as_u64().unwrap(),
+        guild["members"][0]["id"].as_u64().unwrap(),
+    );
+    tests::say_many_in(&control, channel, member, "~~ping", 20).await;
 
     let mut queried = BTreeSet::new();
     for (_, board) in dashboards() {

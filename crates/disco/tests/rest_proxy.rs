@@ -8,10 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use discord_sim::{Config as SimConfig, Control, Simulator, World};
-use serde_json::json;
 use tests::{
-    Vhost, disco_command, free_address, messages_sent, metric, reply_to, until_ready,
-    until_shards_connected,
+    Vhost, disco_command, free_address, messages_sent, metric, reply_to, say_many_in,
+    start_rest_proxy, until_shards_connected,
 };
 use tokio::process::Child;
 
@@ -82,17 +81,9 @@ impl Fleet {
     }
 
     async fn start_proxy(&mut self, args: &[&str]) {
-        let mut command = disco_command(
-            binary(),
-            &[&["rest-proxy"], args].concat(),
-            &self.sim,
-            &self.vhost,
-        );
-        command
-            .env("DISCO_REST_PROXY_LISTEN", self.proxy_listen.to_string())
-            .env("DISCO_METRICS_LISTEN", self.proxy_admin.to_string());
-        self.proxy = Some(command.spawn().expect("the proxy starts"));
-        until_ready(self.proxy_admin).await;
+        let addresses = (self.proxy_listen, self.proxy_admin);
+        let proxy = start_rest_proxy(binary(), &self.sim, &self.vhost, addresses, args).await;
+        self.proxy = Some(proxy);
     }
 
     async fn proxy_metric(&self, name: &str, labels: &[&str]) -> f64 {
@@ -102,13 +93,7 @@ impl Fleet {
     /// `count` messages `content #n` from the first member into `channel`.
     async fn flood(&self, channel: u64, content: &str, count: usize) {
         let member = self.sim.world.guilds[0].members[0].id;
-        self.control
-            .post(
-                "/messages/bulk",
-                &json!({"channel_id": channel.to_string(), "author_id": member.to_string(), "content": content, "count": count}),
-            )
-            .await
-            .unwrap();
+        say_many_in(&self.control, channel, member, content, count).await;
     }
 
     async fn assert_no_violations(&self) {
@@ -131,17 +116,11 @@ async fn six_workers_answer_3000_commands_over_30_channels_within_discords_limit
     // the 100 commands of each channel take ~100 s however many workers there are.
     let world = World::at_scale(1, 1, 30);
     let fleet = Fleet::start("six", world, &[], 6).await;
-    let member = fleet.sim.world.guilds[0].members[0].id;
     let per_channel = 100;
     for guild in &fleet.sim.world.guilds {
         fleet
-            .control
-            .post(
-                "/messages/bulk",
-                &json!({"channel_id": guild.channels[0].id.to_string(), "author_id": member.to_string(), "content": "~~ping", "count": per_channel}),
-            )
-            .await
-            .unwrap();
+            .flood(guild.channels[0].id, "~~ping", per_channel)
+            .await;
     }
     let total = fleet.sim.world.guilds.len() * per_channel;
     tokio::time::timeout(Duration::from_secs(240), async {
@@ -341,7 +320,6 @@ async fn a_proxy_restarted_mid_load_loses_no_reply() {
     let mut world = discord_world();
     tests::unthrottled(&mut world);
     let mut fleet = Fleet::start("restart", world, &[], 2).await;
-    let member = fleet.sim.world.guilds[0].members[0].id;
     let channels: Vec<u64> = fleet
         .sim
         .world
@@ -356,14 +334,7 @@ async fn a_proxy_restarted_mid_load_loses_no_reply() {
         .collect();
     let per_channel = 150;
     for &channel in &channels {
-        fleet
-            .control
-            .post(
-                "/messages/bulk",
-                &json!({"channel_id": channel.to_string(), "author_id": member.to_string(), "content": "~~ping", "count": per_channel}),
-            )
-            .await
-            .unwrap();
+        fleet.flood(channel, "~~ping", per_channel).await;
     }
     let total = channels.len() * per_channel;
     tokio::time::timeout(PATIENCE, async {
@@ -415,14 +386,10 @@ async fn two_proxy_replicas_hold_the_limits_once() {
     let peers = format!("http://{},http://{}", listen[0], listen[1]);
     let mut processes = Vec::new();
     for index in 0..2 {
-        let mut command = disco_command(binary(), &["rest-proxy"], &sim, &vhost);
-        command
-            .env("DISCO_REST_PROXY_LISTEN", listen[index].to_string())
-            .env("DISCO_METRICS_LISTEN", admin[index].to_string())
-            .env("DISCO_REST_PROXY_PEERS", &peers)
-            .env("DISCO_REST_PROXY_INDEX", index.to_string());
-        processes.push(command.spawn().unwrap());
-        until_ready(admin[index]).await;
+        let place = index.to_string();
+        let args = ["--rest-proxy-peers", &peers, "--rest-proxy-index", &place];
+        let addresses = (listen[index], admin[index]);
+        processes.push(start_rest_proxy(binary(), &sim, &vhost, addresses, &args).await);
     }
     for (index, role) in ["command-worker", "command-worker", "gateway-shard"]
         .into_iter()
@@ -442,13 +409,14 @@ async fn two_proxy_replicas_hold_the_limits_once() {
     let member = sim.world.guilds[0].members[0].id;
     let per_channel = 20;
     for guild in &sim.world.guilds {
-        control
-            .post(
-                "/messages/bulk",
-                &json!({"channel_id": guild.channels[0].id.to_string(), "author_id": member.to_string(), "content": "~~ping", "count": per_channel}),
-            )
-            .await
-            .unwrap();
+        say_many_in(
+            &control,
+            guild.channels[0].id,
+            member,
+            "~~ping",
+            per_channel,
+        )
+        .await;
     }
     let total = sim.world.guilds.len() * per_channel;
     tokio::time::timeout(PATIENCE, async {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use discord_sim::{Config as SimConfig, Control, Simulator, World};
 use serde_json::json;
 use tests::{
-    Vhost, free_address, spawn_disco, spawn_gateways, until_answered_once, until_queues,
-    until_ready, until_shards_connected,
+    Vhost, free_address, spawn_disco, spawn_gateways, start_rest_proxy, until_answered_once,
+    until_queues, until_shards_connected,
 };
 
 const SHARDS: u32 = 64;
@@ -35,20 +35,8 @@ async fn sixty_four_shards_in_four_processes_answer_under_noise() {
     let vhost = Vhost::new("scale");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     let total = SHARDS.to_string();
-    let (proxy_listen, proxy_admin) = (free_address().to_string(), free_address());
-    let _proxy = spawn_disco(
-        binary,
-        &[
-            "rest-proxy",
-            "--rest-proxy-listen",
-            &proxy_listen,
-            "--metrics-listen",
-            &proxy_admin.to_string(),
-        ],
-        &sim,
-        &vhost,
-    );
-    until_ready(proxy_admin).await;
+    let proxy_listen = free_address();
+    let _proxy = start_rest_proxy(binary, &sim, &vhost, (proxy_listen, free_address()), &[]).await;
     let proxy_url = format!("http://{proxy_listen}");
     let _worker = spawn_disco(
         binary,
