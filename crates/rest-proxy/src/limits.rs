@@ -262,7 +262,7 @@ impl Limits {
         }
         // The bucket first, so that a request waiting for its channel takes no global turn.
         loop {
-            let wait = {
+            let (wait, in_line) = {
                 let mut state = self.lock();
                 let now = Instant::now();
                 let bucket = state
@@ -297,7 +297,6 @@ impl Limits {
                     }
                 }
             };
-            let (wait, in_line) = wait;
             tokio::time::sleep(wait).await;
             if in_line && let Some(bucket) = self.lock().buckets.get_mut(key) {
                 bucket.waiting = bucket.waiting.saturating_sub(1);
