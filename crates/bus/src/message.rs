@@ -23,8 +23,9 @@ pub struct Message {
     pub correlation_id: Option<String>,
     /// Where the answer goes. Set by [`crate::Bus::request`].
     pub reply_to: Option<String>,
-    /// Dropped by the broker if still queued after this long: for requests whose requester
-    /// stops waiting, so that nobody acts on them late.
+    /// Dropped by the broker if still queued after this long, and by the consumer if it
+    /// expires in its hands before being returned: for requests whose requester stops
+    /// waiting, so that nobody acts on them late. On a delivered message: what was left.
     pub expires_after: Option<std::time::Duration>,
 }
 

@@ -535,6 +535,43 @@ async fn expired_requests_are_not_delivered(mut h: Harness) {
     h.finish().await;
 }
 
+/// A message that expires after the broker handed it to a consumer (in its prefetch buffer)
+/// is not returned either: its requester has stopped waiting.
+async fn requests_expiring_in_a_consumer_are_not_returned(mut h: Harness) {
+    let queue = h.queue("prefetched");
+    let mut consumer = h
+        .bus
+        .subscribe(Subscription::shared(&queue).prefetch(8))
+        .await
+        .unwrap();
+    let pending = h
+        .bus
+        .request(
+            Destination::Queue(queue.clone()),
+            Message::new("too late").expiring_after(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    h.bus
+        .publish(
+            Destination::Queue(queue.clone()),
+            Message::new("in time").expiring_after(PATIENCE),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivery = recv(&mut consumer).await;
+    assert_eq!(
+        body(&delivery),
+        "in time",
+        "the expired request was dropped"
+    );
+    delivery.ack().await.unwrap();
+    assert_quiet(&mut consumer).await;
+    drop((pending, consumer));
+    h.finish().await;
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -558,6 +595,7 @@ macro_rules! contract {
 
 contract!(
     publish_consume_ack,
+    requests_expiring_in_a_consumer_are_not_returned,
     bindings_select_events,
     requeue_redelivers,
     consumer_that_dies_hands_over,

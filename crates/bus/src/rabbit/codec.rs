@@ -2,22 +2,43 @@
 //! delivery count quorum queues keep.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use crate::Message;
 
+/// When a message with an expiry stops being worth acting on, in ms since the Unix epoch.
+/// RabbitMQ drops a message that expires while queued, but not one already delivered to a
+/// consumer's prefetch buffer: the consumer checks this header for those.
+const EXPIRES_AT_HEADER: &str = "x-disco-expires-at";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(super) fn properties_of(message: &Message) -> BasicProperties {
     let mut properties = BasicProperties::default().with_delivery_mode(2);
-    if !message.headers.is_empty() {
-        let mut headers = FieldTable::default();
-        for (name, value) in &message.headers {
-            headers.insert(
-                ShortString::from(name.as_str()),
-                AMQPValue::LongString(LongString::from(value.as_str())),
-            );
-        }
+    let mut headers = FieldTable::default();
+    for (name, value) in &message.headers {
+        headers.insert(
+            ShortString::from(name.as_str()),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
+    }
+    if let Some(after) = message.expires_after {
+        let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        headers.insert(
+            EXPIRES_AT_HEADER.into(),
+            AMQPValue::LongLongInt(
+                i64::try_from(now_ms().saturating_add(after)).unwrap_or(i64::MAX),
+            ),
+        );
+    }
+    if !headers.inner().is_empty() {
         properties = properties.with_headers(headers);
     }
     if let Some(id) = &message.correlation_id {
@@ -34,8 +55,16 @@ pub(super) fn properties_of(message: &Message) -> BasicProperties {
 
 pub(super) fn message_of(properties: &BasicProperties, body: Vec<u8>) -> Message {
     let mut headers = BTreeMap::new();
+    let mut expires_after = None;
     if let Some(table) = properties.headers() {
         for (name, value) in table.inner() {
+            if name.as_str() == EXPIRES_AT_HEADER {
+                if let AMQPValue::LongLongInt(at) = value {
+                    let left = u64::try_from(*at).unwrap_or(0).saturating_sub(now_ms());
+                    expires_after = Some(Duration::from_millis(left));
+                }
+                continue;
+            }
             let text = match value {
                 AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
                 AMQPValue::ShortString(s) => s.to_string(),
@@ -52,8 +81,8 @@ pub(super) fn message_of(properties: &BasicProperties, body: Vec<u8>) -> Message
             .as_ref()
             .map(ToString::to_string),
         reply_to: properties.reply_to().as_ref().map(ToString::to_string),
-        // What is left of it does not matter once delivered.
-        expires_after: None,
+        // What is left of it: zero when it expired in a consumer's prefetch buffer.
+        expires_after,
     }
 }
 
@@ -76,8 +105,6 @@ pub(super) fn delivery_count(properties: &BasicProperties, redelivered: bool) ->
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -100,9 +127,19 @@ mod tests {
         assert_eq!(back.headers, message.headers);
         assert_eq!(back.correlation_id, message.correlation_id);
         assert_eq!(back.reply_to, message.reply_to);
+        let left = back.expires_after.expect("what is left of the expiry");
+        assert!(
+            left <= Duration::from_millis(1500) && left > Duration::from_millis(1000),
+            "{left:?}"
+        );
+        let mut expired = properties_of(&message);
+        let mut headers = expired.headers().clone().unwrap_or_default();
+        headers.insert(EXPIRES_AT_HEADER.into(), AMQPValue::LongLongInt(1));
+        expired = expired.with_headers(headers);
         assert_eq!(
-            back.expires_after, None,
-            "expiry means nothing once delivered"
+            message_of(&expired, Vec::new()).expires_after,
+            Some(Duration::ZERO),
+            "expired while delivered"
         );
     }
 

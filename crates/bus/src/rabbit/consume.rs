@@ -227,6 +227,18 @@ impl Consumer {
                 count,
                 Box::new(settler),
             );
+            if delivery.message.expires_after == Some(std::time::Duration::ZERO) {
+                // Its requester stopped waiting (and told whoever asked) while it sat in this
+                // consumer's prefetch buffer; RabbitMQ would have dropped it in the queue.
+                debug!(queue = %delivery.queue, "dropping an expired message");
+                if let Err(error) = delivery.ack().await {
+                    debug!(
+                        error = &error as &dyn std::error::Error,
+                        "could not ack an expired message"
+                    );
+                }
+                continue;
+            }
             let limit = self.broker.config.limits.max_deliveries;
             if count >= limit {
                 let reason = format!("delivered {count} times without being settled");
