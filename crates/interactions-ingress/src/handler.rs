@@ -17,6 +17,7 @@ use disco_proto::v1::{GatewayEvent, InteractionReply};
 use disco_proto::{Versioned, route};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::future::Future;
 use tokio_util::task::TaskTracker;
 use twilight_http::request::Request as DiscordRequest;
 use twilight_http::response::marker::EmptyBody;
@@ -134,6 +135,8 @@ async fn interaction(Extract(state): Extract<Arc<State>>, request: Request) -> R
 }
 
 async fn handle(state: &Arc<State>, request: Request) -> Response {
+    // Discord's 3 s run from when it sent the request: the clock starts before anything else.
+    let arrived = Instant::now();
     let (parts, body) = request.into_parts();
     let limit = state.config.max_body;
     let declared = parts
@@ -187,22 +190,20 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
         );
     }
     let guild_id = interaction.guild_id.map(Id::get);
-    match forward(state, body, guild_id).await {
-        Ok(pending) => answer(state, pending, interaction.token).await,
-        Err(error) => {
-            tracing::warn!(
-                error = &error as &dyn std::error::Error,
-                "cannot forward an interaction"
-            );
-            state.count("unavailable");
-            // Still one answer for Discord: an apology only the member sees.
-            json_response(
-                json!({"type": 4, "data": {"content": "Disco cannot answer right now; please try again.", "flags": 64, "allowed_mentions": {"parse": []}}})
-                    .to_string(),
-            )
-        }
-    }
+    let forwarding = Arc::clone(state);
+    let reply: Reply = Box::pin(async move {
+        let pending = forward(&forwarding, body, guild_id, arrived).await?;
+        pending.await
+    });
+    answer(state, reply, interaction.token, arrived).await
 }
+
+/// The worker's answer, once the interaction is published (which, while the bus is down, can
+/// take any time: the deadline is kept around both).
+type Reply = std::pin::Pin<Box<dyn Future<Output = Result<Message, bus::Error>> + Send>>;
+
+/// Said to the member, in place of an answer that cannot come.
+const APOLOGY: &str = "Disco cannot answer right now; please try again.";
 
 /// Checks the headers and the signature over timestamp + raw body, and the timestamp's age.
 fn verify(config: &Config, headers: &HeaderMap, body: &[u8]) -> bool {
@@ -225,11 +226,14 @@ fn verify(config: &Config, headers: &HeaderMap, body: &[u8]) -> bool {
     config.public_key.verify(signature, timestamp, body)
 }
 
-/// Publishes the interaction as the gateway would, asking for an answer.
+/// Publishes the interaction as the gateway would, asking for an answer. It expires when the
+/// ingress stops waiting for that answer, so that no worker runs it after the member was told
+/// it failed.
 async fn forward(
     state: &State,
     body: Bytes,
     guild_id: Option<u64>,
+    arrived: Instant,
 ) -> Result<PendingReply, bus::Error> {
     let shard = guild_id.map_or(0, |g| {
         route::shard_for_guild(g, state.config.shard_total.max(1))
@@ -246,25 +250,27 @@ async fn forward(
         ..Default::default()
     };
     let key = route::event_key("INTERACTION_CREATE", shard);
+    let left = state.config.late_answer.saturating_sub(arrived.elapsed());
     state
         .bus
         .request(
             Destination::Event(key),
-            Message::new(event.encode_current()),
+            Message::new(event.encode_current()).expiring_after(left),
         )
         .await
 }
 
-/// The worker's answer if it comes within the deadline; otherwise "deferred", and its late
-/// answer edited in when it comes.
-async fn answer(state: &Arc<State>, mut pending: PendingReply, token: String) -> Response {
-    let started = Instant::now();
-    match tokio::time::timeout(state.config.deadline, &mut pending).await {
+/// The worker's answer if it comes within the deadline (counted from the request's arrival,
+/// whatever the bus does meanwhile); otherwise "deferred", and the late answer, or an apology if
+/// none comes, edited in.
+async fn answer(state: &Arc<State>, mut reply: Reply, token: String, arrived: Instant) -> Response {
+    let deadline = tokio::time::Instant::from_std(arrived + state.config.deadline);
+    match tokio::time::timeout_at(deadline, &mut reply).await {
         Ok(Ok(reply)) => {
             state
                 .metrics
                 .reply_seconds
-                .observe(started.elapsed().as_secs_f64());
+                .observe(arrived.elapsed().as_secs_f64());
             match disco_proto::decode::<InteractionReply>(&reply.body) {
                 Ok(reply) => {
                     state.count("answered");
@@ -285,11 +291,13 @@ async fn answer(state: &Arc<State>, mut pending: PendingReply, token: String) ->
         Ok(Err(error)) => {
             tracing::warn!(
                 error = &error as &dyn std::error::Error,
-                "the answer was lost"
+                "cannot forward an interaction, or its answer was lost"
             );
             state.count("unavailable");
+            // Still one answer for Discord: an apology only the member sees.
             json_response(
-                r#"{"type":4,"data":{"content":"Disco cannot answer right now; please try again.","flags":64}}"#,
+                json!({"type": 4, "data": {"content": APOLOGY, "flags": 64, "allowed_mentions": {"parse": []}}})
+                    .to_string(),
             )
         }
         Err(_) => {
@@ -298,13 +306,44 @@ async fn answer(state: &Arc<State>, mut pending: PendingReply, token: String) ->
             let state_for_edit = Arc::clone(state);
             state
                 .late
-                .spawn(async move { edit_late(&state_for_edit, pending, &token, started).await });
+                .spawn(async move { edit_late(&state_for_edit, reply, &token, arrived).await });
             json_response(r#"{"type":5}"#)
         }
     }
 }
 
-async fn edit_late(state: &State, pending: PendingReply, token: &str, started: Instant) {
+/// Edits a deferred response: with the worker's answer if it comes while the ingress still
+/// waits, with an apology otherwise (never left "thinking").
+async fn edit_late(state: &State, reply: Reply, token: &str, arrived: Instant) {
+    let waited = state.config.late_answer.saturating_sub(arrived.elapsed());
+    let answered = match tokio::time::timeout(waited, reply).await {
+        Ok(Ok(reply)) => disco_proto::decode::<InteractionReply>(&reply.body)
+            .map_err(|error| format!("the worker's answer is not an InteractionReply: {error}")),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", state.config.late_answer)),
+    };
+    let (edit, success) = match answered {
+        Ok(reply) => {
+            state
+                .metrics
+                .reply_seconds
+                .observe(arrived.elapsed().as_secs_f64());
+            let data = serde_json::from_slice::<WorkerAnswer>(&reply.response)
+                .map(|r| r.data)
+                .unwrap_or_default();
+            let edit = json!({
+                "content": data.content,
+                "embeds": data.embeds.unwrap_or_else(|| json!([])),
+                "allowed_mentions": data.allowed_mentions.unwrap_or_else(|| json!({"parse": []})),
+            });
+            (edit, "edited")
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no answer for a deferred interaction; apologizing");
+            let edit = json!({"content": APOLOGY, "embeds": [], "allowed_mentions": {"parse": []}});
+            (edit, "apologized")
+        }
+    };
     let outcome = |outcome: &'static str| {
         state
             .metrics
@@ -312,31 +351,6 @@ async fn edit_late(state: &State, pending: PendingReply, token: &str, started: I
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     };
-    let waited = state.config.late_answer.saturating_sub(started.elapsed());
-    let reply = match tokio::time::timeout(waited, pending).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(_)) | Err(_) => {
-            tracing::warn!("no answer came for a deferred interaction");
-            outcome("lost");
-            return;
-        }
-    };
-    state
-        .metrics
-        .reply_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let Ok(reply) = disco_proto::decode::<InteractionReply>(&reply.body) else {
-        outcome("failed");
-        return;
-    };
-    let data = serde_json::from_slice::<WorkerAnswer>(&reply.response)
-        .map(|r| r.data)
-        .unwrap_or_default();
-    let edit = json!({
-        "content": data.content,
-        "embeds": data.embeds.unwrap_or_else(|| json!([])),
-        "allowed_mentions": data.allowed_mentions.unwrap_or_else(|| json!({"parse": []})),
-    });
     let route = Route::UpdateInteractionOriginal {
         application_id: state.config.application_id,
         interaction_token: token,
@@ -357,7 +371,7 @@ async fn edit_late(state: &State, pending: PendingReply, token: &str, started: I
         }
     };
     match state.discord.request::<EmptyBody>(request).await {
-        Ok(_) => outcome("edited"),
+        Ok(_) => outcome(success),
         Err(error) => {
             tracing::warn!(
                 error = &error as &dyn std::error::Error,

@@ -47,7 +47,7 @@ impl Metrics {
         ] {
             let _ = metrics.requests.get_or_create(&OutcomeLabel { outcome });
         }
-        for outcome in ["edited", "failed", "lost"] {
+        for outcome in ["edited", "apologized", "failed"] {
             let _ = metrics.late_edits.get_or_create(&OutcomeLabel { outcome });
         }
         let r = registry.sub_registry_with_prefix("interactions_ingress");
@@ -69,7 +69,7 @@ impl Metrics {
         );
         r.register(
             "late_edits",
-            "Edits of deferred responses, by outcome (edited, failed, lost)",
+            "Edits of deferred responses, by outcome (edited: the late answer; apologized: none came; failed)",
             metrics.late_edits.clone(),
         );
         r.register(

@@ -72,7 +72,9 @@ impl RabbitConfig {
     }
 }
 
-/// Exponential backoff from 100 ms to 5 s.
+/// Exponential backoff from 100 ms to 1 s. The ceiling is what a process waits at most, once the
+/// broker answers again, before it carries messages again: an attempt against a broker that is
+/// down costs a refused TCP connection, so retrying every second costs nothing worth saving.
 struct Backoff(Duration);
 
 impl Backoff {
@@ -82,7 +84,7 @@ impl Backoff {
 
     fn next(&mut self) -> Duration {
         let delay = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        self.0 = (self.0 * 2).min(Duration::from_secs(1));
         delay
     }
 }

@@ -1,0 +1,147 @@
+//! Faults, with the platform started as ops start it (`disco <role>` processes on real RabbitMQ,
+//! against the simulator, which fails a late or repeated interaction response).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use discord_sim::{Config as SimConfig, Control, Simulator};
+use serde_json::Value;
+use tests::{Vhost, free_address, is_ready, rabbitmqctl, until_ready, until_sent};
+
+const DISCO: &str = env!("CARGO_BIN_EXE_disco");
+
+/// What the webhook answered a slash command, and how long it took.
+async fn slash(control: &Control, sim: &Simulator, name: &str) -> (String, Value, u64) {
+    let guild = &sim.world.guilds[0];
+    let created = control
+        .command(
+            guild.channels[0].id,
+            guild.members[0].id,
+            name,
+            Value::Array(Vec::new()),
+        )
+        .await
+        .unwrap();
+    let webhook = &created["webhook"];
+    assert_eq!(webhook["status"], 200, "{created}");
+    let body: Value = serde_json::from_str(webhook["body"].as_str().unwrap()).unwrap();
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        body,
+        webhook["elapsed_ms"].as_u64().unwrap(),
+    )
+}
+
+/// RabbitMQ goes away under the ingress (its virtual host is deleted, which closes every
+/// connection to it and refuses new ones): a slash command is still answered within Discord's
+/// deadline, deferred, and its deferred response is edited into an apology once the ingress
+/// stops waiting. Readiness drops meanwhile; when the broker is back, both roles reconnect
+/// and the next command is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
+    let ingress = free_address();
+    let sim_config = SimConfig {
+        interactions_url: Some(format!("http://{ingress}/interactions")),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), sim_config)
+        .await
+        .unwrap();
+    let control = Control::new(&sim.rest_url);
+    command_worker::sync(
+        &command_worker::Commands::standard(),
+        sim.bot_client(),
+        sim.world.application_id,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    let vhost = Vhost::new("ingress-outage");
+    let worker_admin = free_address();
+    let mut worker = tests::disco_command(Path::new(DISCO), &["command-worker"], &sim, &vhost);
+    worker.env("DISCO_METRICS_LISTEN", worker_admin.to_string());
+    let _worker = worker.spawn().unwrap();
+    until_ready(worker_admin).await;
+    let ingress_admin = free_address();
+    let mut command =
+        tests::disco_command(Path::new(DISCO), &["interactions-ingress"], &sim, &vhost);
+    command
+        .env("DISCO_METRICS_LISTEN", ingress_admin.to_string())
+        .env("DISCO_INGRESS_LISTEN", ingress.to_string())
+        .env("DISCO_PUBLIC_KEY", &sim.public_key)
+        .env("DISCO_INGRESS_LATE_ANSWER_SECS", "3");
+    let _ingress = command.spawn().unwrap();
+    until_ready(ingress_admin).await;
+
+    let (_, answered, _) = slash(&control, &sim, "ping").await;
+    assert_eq!(
+        answered["type"], 4,
+        "answered while the broker is up: {answered}"
+    );
+
+    rabbitmqctl(&["delete_vhost", vhost.name()]);
+    let (id, deferred, elapsed_ms) = slash(&control, &sim, "ping").await;
+    assert_eq!(
+        deferred,
+        serde_json::json!({"type": 5}),
+        "deferred, not left unanswered"
+    );
+    assert!(
+        elapsed_ms < 3_000,
+        "answered within Discord's 3 s: {elapsed_ms} ms"
+    );
+    assert!(!is_ready(ingress_admin).await, "not ready without a broker");
+    let apology = until_sent(&control, |e| {
+        e["interaction_id"] == id.as_str() && e["kind"] == "edit"
+    })
+    .await;
+    assert!(
+        apology["content"].as_str().unwrap().contains("try again"),
+        "{apology}"
+    );
+
+    rabbitmqctl(&["add_vhost", vhost.name()]);
+    rabbitmqctl(&[
+        "set_permissions",
+        "-p",
+        vhost.name(),
+        "guest",
+        ".*",
+        ".*",
+        ".*",
+    ]);
+    let back = Instant::now();
+    until_ready(ingress_admin).await;
+    until_ready(worker_admin).await;
+    println!(
+        "ready again {} ms after the broker came back",
+        back.elapsed().as_millis()
+    );
+    // The worker's queue came back empty with the virtual host: it declares it again.
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (_, answer, _) = slash(&control, &sim, "ping").await;
+            if answer["type"] == 4
+                && answer["data"]["content"] != "Disco cannot answer right now; please try again."
+            {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("answered again once the broker is back");
+    assert!(
+        answered["data"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("ong"),
+        "{answered}"
+    );
+    let violations = control.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    sim.stop().await.unwrap();
+}
