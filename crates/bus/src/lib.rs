@@ -284,6 +284,15 @@ impl Bus {
         Ok(Lock { _inner: inner })
     }
 
+    /// Empties a shared queue (messages delivered and not yet settled stay); how many messages
+    /// were removed.
+    pub async fn purge(&self, queue: &str) -> Result<u32, Error> {
+        match &self.transport {
+            Transport::Memory(broker) => Ok(broker.purge(queue)),
+            Transport::Rabbit(broker) => broker.purge(queue).await,
+        }
+    }
+
     /// Deletes a shared queue and what it holds (tools and tests).
     pub async fn delete_queue(&self, name: &str) -> Result<(), Error> {
         match &self.transport {

@@ -238,6 +238,14 @@ impl Broker {
         }
     }
 
+    pub(crate) fn purge(&self, name: &str) -> u32 {
+        let queue = self.queue(name);
+        let mut ready = lock(&queue.ready);
+        let removed = u32::try_from(ready.len()).unwrap_or(u32::MAX);
+        ready.clear();
+        removed
+    }
+
     pub(crate) fn delete_queue(&self, name: &str) {
         let mut state = lock(&self.state);
         state.queues.remove(name);

@@ -4,8 +4,10 @@
 //! # Map
 //! - `demo`: `disco demo`, the simulator and every role with a scripted session.
 //! - `tail`: `disco tail`, the bus as it flows.
+//! - `dead_letters`: `disco dead-letters`, what no consumer could handle.
 //! - here: arguments, signals, and the tools (`sim`, `commands sync`, `invite-url`).
 
+mod dead_letters;
 #[cfg(feature = "sim")]
 mod demo;
 mod tail;
@@ -114,18 +116,29 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Tail(args) => {
-            let rabbit = cli
-                .bus
-                .rabbit("disco-tail")
-                .map_err(|e| Failure::Config(e.to_string()))?;
-            let bus = Bus::rabbitmq(rabbit)
-                .await
-                .context("cannot reach RabbitMQ")?;
+            let bus = tool_bus(&cli, "disco-tail").await?;
             let result = tail::run(&bus, args, shutdown).await;
             bus.close().await;
             Ok(result?)
         }
+        Command::DeadLetters(command) => {
+            let bus = tool_bus(&cli, "disco-dead-letters").await?;
+            let result = dead_letters::run(&bus, command).await;
+            bus.close().await;
+            Ok(result?)
+        }
     }
+}
+
+/// RabbitMQ, for a tool: the tools work on what the fleet's broker holds.
+async fn tool_bus(cli: &Cli, name: &str) -> Result<Bus, Failure> {
+    let rabbit = cli
+        .bus
+        .rabbit(name)
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    Ok(Bus::rabbitmq(rabbit)
+        .await
+        .context("cannot reach RabbitMQ")?)
 }
 
 /// `disco commands sync`: registers the slash commands and says what changed.

@@ -145,3 +145,95 @@ async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
     assert!(violations.is_empty(), "{violations:?}");
     sim.stop().await.unwrap();
 }
+
+/// `disco dead-letters` as ops run it.
+async fn dead_letters(sim: &Simulator, vhost: &Vhost, args: &[&str]) -> String {
+    let mut command = tests::disco_command(Path::new(DISCO), &["dead-letters"], sim, vhost);
+    command.args(args).stdout(std::process::Stdio::piped());
+    let output = command.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A message the worker can never handle is dead-lettered with its reason into a bounded
+/// `disco.dead`, where ops list it, replay it to the queue it came from (where it dies again,
+/// as nothing fixed it), and purge it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_and_ops_list_replay_and_purge_it() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), SimConfig::default())
+        .await
+        .unwrap();
+    let vhost = Vhost::new("dead-letters");
+    let admin = free_address();
+    let mut worker = tests::disco_command(Path::new(DISCO), &["command-worker"], &sim, &vhost);
+    worker.env("DISCO_METRICS_LISTEN", admin.to_string());
+    let _worker = worker.spawn().unwrap();
+    until_ready(admin).await;
+
+    let queues = rabbitmqctl(&["list_queues", "-p", vhost.name(), "name", "arguments"]);
+    let dead = queues
+        .lines()
+        .find(|l| l.starts_with("disco.dead"))
+        .unwrap();
+    for bound in ["x-max-length", "x-max-length-bytes", "x-message-ttl"] {
+        assert!(
+            dead.contains(bound),
+            "disco.dead is bounded by {bound}: {dead}"
+        );
+    }
+
+    let bus = bus::Bus::rabbitmq(
+        bus::RabbitConfig::new(disco_proto::Secret::new(vhost.url()), "test").unwrap(),
+    )
+    .await
+    .unwrap();
+    bus.publish(
+        bus::Destination::Event("MESSAGE_CREATE.0".to_owned()),
+        bus::Message::new(b"not an envelope".to_vec()),
+    )
+    .await
+    .unwrap();
+    let listed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let listed = dead_letters(&sim, &vhost, &["list"]).await;
+            if listed.contains("1 dead letter(s) shown") {
+                return listed;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the poison is dead-lettered");
+    assert!(listed.contains("queue=disco.command-worker"), "{listed}");
+    assert!(listed.contains("reason=\"not a GatewayEvent"), "{listed}");
+    assert!(
+        dead_letters(&sim, &vhost, &["list"])
+            .await
+            .contains("1 dead letter(s) shown"),
+        "listing keeps them"
+    );
+
+    let replayed = dead_letters(&sim, &vhost, &["replay"]).await;
+    assert!(replayed.contains("1 dead letter(s) replayed"), "{replayed}");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while tests::metric(admin, "disco_command_worker_dead_letters_total", &[]).await < 2.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the replayed message reached the worker again");
+
+    let purged = dead_letters(&sim, &vhost, &["purge"]).await;
+    assert!(purged.contains("1 dead letter(s) purged"), "{purged}");
+    assert!(
+        dead_letters(&sim, &vhost, &["list"])
+            .await
+            .contains("0 dead letter(s) shown")
+    );
+    bus.close().await;
+    sim.stop().await.unwrap();
+}

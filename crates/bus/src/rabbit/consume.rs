@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
@@ -276,12 +276,12 @@ impl Settler {
         Ok(())
     }
 
+    /// Back to the queue, counted as a failed delivery: `basic.reject`, which every RabbitMQ
+    /// counts in `x-delivery-count`. (`basic.nack` says "not processed" and, from RabbitMQ 4.3,
+    /// is not counted, so a message that fails every time would loop forever.)
     async fn requeue(self) -> Result<(), Error> {
         self.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
+            .reject(BasicRejectOptions { requeue: true })
             .await?;
         Ok(())
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -207,7 +207,7 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
-        declare_shared(&channel, DEAD_LETTER_EXCHANGE, Shape::Shared).await?;
+        let channel = declare_dead_letters(&connection, channel).await?;
         channel
             .queue_bind(
                 DEAD_LETTER_EXCHANGE.into(),
@@ -344,6 +344,16 @@ impl Broker {
         Ok(())
     }
 
+    pub(crate) async fn purge(&self, name: &str) -> Result<u32, Error> {
+        let channel = self.open_channel().await?;
+        declare_shared(&channel, name, Shape::Shared).await?;
+        let removed = channel
+            .queue_purge(name.into(), QueuePurgeOptions::default())
+            .await?;
+        channel.close(200, "queue purged".into()).await?;
+        Ok(removed)
+    }
+
     pub(crate) async fn close(&self) {
         self.closed.cancel();
         self.replies.fail_all();
@@ -359,12 +369,93 @@ impl Broker {
     }
 }
 
+/// What `disco.dead` keeps at most: dead letters are for ops to read and replay, not an
+/// archive, and must not fill the broker's disk when a bug dead-letters everything.
+pub(crate) const DEAD_LETTERS_MAX: i64 = 100_000;
+/// The most bytes `disco.dead` keeps (the oldest go first).
+pub(crate) const DEAD_LETTERS_MAX_BYTES: i64 = 256 * 1024 * 1024;
+/// How long a dead letter is kept: long enough to replay after a weekend, no longer (they hold
+/// message text and interaction tokens, which expire after 15 minutes anyway).
+pub(crate) const DEAD_LETTERS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Declares `disco.dead`, bounded in count, bytes and age. A queue declared by an earlier
+/// version without bounds cannot be changed by declaring it (RabbitMQ refuses different
+/// arguments and closes the channel): it is used as it is, with a warning saying how to bound
+/// it with a policy. Returns a usable channel.
+async fn declare_dead_letters(connection: &Connection, channel: Channel) -> Result<Channel, Error> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(DEAD_LETTERS_MAX),
+    );
+    arguments.insert(
+        "x-max-length-bytes".into(),
+        AMQPValue::LongLongInt(DEAD_LETTERS_MAX_BYTES),
+    );
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(i64::try_from(DEAD_LETTERS_TTL.as_millis()).unwrap_or(i64::MAX)),
+    );
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("drop-head".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(DEAD_LETTER_EXCHANGE.into(), durable, arguments)
+        .await
+    {
+        Ok(_) => Ok(channel),
+        Err(error) => {
+            // PRECONDITION_FAILED closed the channel; anything else fails again here.
+            let channel = connection.create_channel().await?;
+            channel
+                .queue_declare(
+                    DEAD_LETTER_EXCHANGE.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..durable
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|_| error)?;
+            warn!(
+                "{DEAD_LETTER_EXCHANGE} exists without bounds (declared by an earlier version): bound it with the policy in deploy/README.md"
+            );
+            Ok(channel)
+        }
+    }
+}
+
 /// Declares a shared queue: durable, quorum (replicated, and it counts deliveries).
 pub(super) async fn declare_shared(
     channel: &Channel,
     name: &str,
     shape: Shape,
 ) -> Result<(), Error> {
+    if name == DEAD_LETTER_EXCHANGE {
+        // Declared with its bounds on connecting; declared here without them, RabbitMQ would
+        // refuse the difference.
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        return Ok(());
+    }
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),

@@ -79,6 +79,9 @@ pub enum Command {
     RestProxy,
     /// Print the messages that cross RabbitMQ, as they cross it.
     Tail(TailArgs),
+    /// Read, replay or purge the dead letters (`disco.dead`): messages no consumer could handle.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// A strict local Discord (gateway, REST, signed webhooks) to run Disco against.
     #[cfg(feature = "sim")]
     Sim(SimArgs),
@@ -233,6 +236,24 @@ pub enum SimRateLimits {
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Print them, oldest first, with the queue each came from and why it died; they stay.
+    List {
+        /// Print at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send them back to the queues they came from (once the cause is fixed), oldest first.
+    Replay {
+        /// Replay at most this many.
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
+    },
+    /// Delete them all.
+    Purge,
 }
 
 #[derive(Debug, Args)]
