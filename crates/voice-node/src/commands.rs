@@ -115,13 +115,7 @@ impl Node {
         metrics: Metrics,
     ) -> Self {
         let user_id = NonZeroU64::new(config.user_id).unwrap_or(NonZeroU64::MIN);
-        // A slow or silent server must not hold a guild's turn: connecting and every read
-        // are bounded (not the whole body, which streams for as long as the track plays).
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(15))
-            .build()
-            .unwrap_or_default();
+        let http = crate::fetch::client(crate::fetch::Lookup::System);
         Self {
             user_id: config.user_id,
             shard_total: config.shard_total,

@@ -10,12 +10,14 @@
 //!   Discord for a member the events never mentioned.
 //! - `commands`: the node (its calls and who is where): a `VoiceCommand` in, a `VoiceReply`
 //!   out, and the sweep that leaves channels the bot is alone in.
-//! - `speech`, `source`: text-to-speech with espeak-ng; files and URLs to play.
+//! - `speech`, `source`: text-to-speech with espeak-ng; files and URLs to play; `fetch`: the
+//!   HTTP client URLs are fetched with, which reaches public addresses only.
 //! - `metrics`: `disco_voice_node_*`.
 
 mod calls;
 mod commands;
 mod discord;
+mod fetch;
 mod metrics;
 mod shard;
 mod source;

@@ -23,9 +23,9 @@ impl Source {
             let url = reqwest::Url::parse(text).map_err(|e| format!("{text} is not a URL: {e}"))?;
             return match url.host() {
                 None => Err(format!("{text} has no host")),
-                Some(host) if internal(&host) => Err(format!(
-                    "{text} points inside the bot's own network; only public URLs can be played"
-                )),
+                Some(host) if !crate::fetch::host_may_be_public(&host) => {
+                    Err(format!("{text}: only public URLs can be played"))
+                }
                 Some(_) => Ok(Self::Url(url.to_string())),
             };
         }
@@ -62,7 +62,9 @@ impl Source {
     }
 
     /// Opens and probes it, so a source that cannot be decoded is refused now rather than
-    /// failing silently in the queue.
+    /// failing silently in the queue. The member is told that it failed, not why: the why (a
+    /// refused address, a status, a connection error) would make `play` a network scanner. It
+    /// is logged.
     pub(crate) async fn open(&self, http: &reqwest::Client) -> Result<Input, String> {
         let input: Input = match self {
             Self::Url(url) => HttpRequest::new(http.clone(), url.clone()).into(),
@@ -71,41 +73,13 @@ impl Source {
         input
             .make_playable_async(get_codec_registry(), get_probe())
             .await
-            .map_err(|e| format!("cannot play {}: {e}", self.title()))
-    }
-}
-
-/// Hosts a member must not make the node fetch from: its own machine and private networks
-/// (cloud metadata, cluster services). Names are checked by what they spell, not by what they
-/// resolve to.
-fn internal(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(name) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost"
-                || name.ends_with(".localhost")
-                || !name.contains('.')
-                || name.ends_with(".internal")
-                || name.ends_with(".local")
-                || name.ends_with(".cluster.local")
-                || name.ends_with(".svc")
-        }
-        url::Host::Ipv4(ip) => {
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-        }
-        url::Host::Ipv6(ip) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || ip.is_unique_local()
-                || ip.is_unicast_link_local()
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| internal(&url::Host::Ipv4(v4)))
-        }
+            .map_err(|error| {
+                tracing::info!(source = %self.title(), %error, "cannot play a source");
+                format!(
+                    "cannot play {}: it could not be fetched, or is not audio",
+                    self.title()
+                )
+            })
     }
 }
 
@@ -135,6 +109,9 @@ mod tests {
             "http://disco-rabbitmq:15672/",
             "http://kube-dns.kube-system.svc/",
             "http://metadata.google.internal/",
+            "http://100.64.0.1/a.mp3",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "http://224.0.0.1/a.mp3",
         ] {
             assert!(Source::parse(text, &media).is_err(), "{text:?} accepted");
         }
