@@ -113,6 +113,7 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
             .env("SSL_CERT_FILE", &ca)
             .env("DISCO_MEDIA_DIR", media)
             .env("DISCO_VOICE_IDLE_TIMEOUT_SECS", "2")
+            .env("DISCO_VOICE_MAX_QUEUE", "2")
             .env("DISCO_VOICE_TIMEOUT_MS", "20000");
         command.spawn().unwrap()
     };
@@ -183,6 +184,11 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
         answer,
         "Now playing, then up next:\n1. arpeggio.ogg\n2. arpeggio.mp3"
     );
+    let answer = scene.say(0, "alice", "~~play chime.wav").await;
+    assert_eq!(answer, "The queue is full (2 tracks); skip or stop first.");
+    let digits = "7".repeat(1_000);
+    let answer = scene.say(0, "alice", &format!("~~voice {digits}")).await;
+    assert!(answer.contains("too long to say"), "{answer}");
     let answer = scene.say(0, "alice", "~~skip").await;
     assert_eq!(answer, "⏭️ Skipped **arpeggio.ogg**.");
     let answer = scene.say(0, "alice", "~~queue").await;

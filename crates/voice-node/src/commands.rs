@@ -21,6 +21,43 @@ use crate::source::Source;
 use crate::speech::{MAX_TEXT, Speech};
 use crate::voices::Voices;
 
+/// How long a playable input lasts, when its container says.
+fn length(input: &songbird::input::Input) -> Option<Duration> {
+    let songbird::input::Input::Live(songbird::input::LiveInput::Parsed(parsed), _) = input else {
+        return None;
+    };
+    let params = &parsed.format.default_track()?.codec_params;
+    let (frames, rate) = (params.n_frames?, params.sample_rate?);
+    Some(Duration::from_secs_f64(
+        frames as f64 / f64::from(rate.max(1)),
+    ))
+}
+
+/// `90 min`, or `45 s` below two minutes.
+fn minutes(length: Duration) -> String {
+    let seconds = length.as_secs();
+    if seconds < 120 {
+        format!("{seconds} s")
+    } else {
+        format!("{} min", seconds / 60)
+    }
+}
+
+/// Stops the track it is attached to (the queue moves on).
+struct StopTrack;
+
+#[async_trait::async_trait]
+impl songbird::EventHandler for StopTrack {
+    async fn act(&self, context: &songbird::EventContext<'_>) -> Option<songbird::Event> {
+        if let songbird::EventContext::Track(tracks) = context {
+            for (_, handle) in *tracks {
+                let _ = handle.stop();
+            }
+        }
+        None
+    }
+}
+
 /// A queued track's name, kept with the track.
 #[derive(Debug)]
 struct Title(String);
@@ -36,6 +73,10 @@ pub(crate) struct Node {
     speech: Speech,
     media_dir: PathBuf,
     http: reqwest::Client,
+    /// The most tracks a guild's queue holds.
+    max_queue: usize,
+    /// The longest a track plays.
+    max_track: Duration,
     rest: Rest,
     /// guild -> its turn: one command at a time per guild, in the order they arrived.
     turns: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
@@ -128,7 +169,13 @@ impl Node {
             ),
             voices: Voices::default(),
             metrics,
-            speech: Speech::new(config.tts_program.clone(), config.tts_voice.clone()),
+            speech: Speech::new(
+                config.tts_program.clone(),
+                config.tts_voice.clone(),
+                config.max_speech,
+            ),
+            max_queue: config.max_queue,
+            max_track: config.max_track,
             media_dir: config.media_dir.clone(),
             rest: Rest::new(rest),
             http,
@@ -313,10 +360,31 @@ impl Node {
         if self.locate(guild_id.get(), requester).await.is_none() {
             return reply(Outcome::NotInVoice, "");
         }
+        if let Some(guild) = self.calls.get(guild_id.get()) {
+            let queued = guild.call.lock().await.queue().len();
+            if queued >= self.max_queue {
+                return reply(
+                    Outcome::Failed,
+                    format!("The queue is full ({queued} tracks); skip or stop first."),
+                );
+            }
+        }
         let input = match source.open(&self.http).await {
             Ok(input) => input,
             Err(why) => return reply(Outcome::BadSource, why),
         };
+        if let Some(length) = length(&input)
+            && length > self.max_track
+        {
+            return reply(
+                Outcome::BadSource,
+                format!(
+                    "{} is longer than a track may be ({}).",
+                    source.title(),
+                    minutes(self.max_track)
+                ),
+            );
+        }
         let (guild, channel) = match self.join(guild_id, requester).await {
             Ok(joined) => joined,
             Err(answer) => return answer,
@@ -324,7 +392,14 @@ impl Node {
         let title = source.title();
         let track = Track::new_with_data(input, Arc::new(Title(title.clone())));
         let mut call = guild.call.lock().await;
-        call.enqueue(track).await;
+        let handle = call.enqueue(track).await;
+        // A stream that does not say how long it is stops at the bound.
+        if let Err(error) = handle.add_event(songbird::Event::Delayed(self.max_track), StopTrack) {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot bound a track"
+            );
+        }
         let position = call.queue().len();
         if position == 1 {
             reply(
@@ -411,5 +486,30 @@ impl Node {
         let guild = self.calls.get(guild_id)?;
         let in_channel = guild.call.lock().await.current_channel().is_some();
         in_channel.then_some(guild)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tracks_length_is_read_from_its_container() {
+        let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("media");
+        let http = reqwest::Client::new();
+        for (file, at_least, at_most) in [("arpeggio.ogg", 7.0, 9.0), ("chime.wav", 0.5, 3.0)] {
+            let input = Source::parse(file, &media)
+                .expect("bundled")
+                .open(&http)
+                .await
+                .expect("playable");
+            let seconds = length(&input).expect("a length").as_secs_f64();
+            assert!(
+                (at_least..at_most).contains(&seconds),
+                "{file}: {seconds} s"
+            );
+        }
+        assert_eq!(minutes(Duration::from_secs(3600)), "60 min");
+        assert_eq!(minutes(Duration::from_secs(5)), "5 s");
     }
 }

@@ -57,6 +57,13 @@ pub struct Config {
     pub tts_program: PathBuf,
     /// Its voice (`espeak-ng --voices` lists them).
     pub tts_voice: String,
+    /// The longest speech `say` makes; longer is refused (a thousand digits are minutes).
+    pub max_speech: Duration,
+    /// The most tracks a guild's queue holds.
+    pub max_queue: usize,
+    /// The longest a track plays: one known to be longer is refused, a stream of unknown
+    /// length is stopped there.
+    pub max_track: Duration,
 }
 
 impl Config {
@@ -70,6 +77,12 @@ impl Config {
     pub const DEFAULT_TTS_PROGRAM: &'static str = "espeak-ng";
     /// Its voice, unless set.
     pub const DEFAULT_TTS_VOICE: &'static str = "en";
+    /// The longest speech, unless set.
+    pub const DEFAULT_MAX_SPEECH: Duration = Duration::from_secs(60);
+    /// The longest queue, unless set.
+    pub const DEFAULT_MAX_QUEUE: usize = 50;
+    /// The longest track, unless set.
+    pub const DEFAULT_MAX_TRACK: Duration = Duration::from_secs(3600);
 
     /// The calls of `shards` of `shard_total`, as `user_id`; every other field at its default.
     pub fn new(user_id: u64, shards: Range<u32>, shard_total: u32) -> Self {
@@ -82,6 +95,9 @@ impl Config {
             media_dir: PathBuf::from(Self::DEFAULT_MEDIA_DIR),
             tts_program: PathBuf::from(Self::DEFAULT_TTS_PROGRAM),
             tts_voice: Self::DEFAULT_TTS_VOICE.to_owned(),
+            max_speech: Self::DEFAULT_MAX_SPEECH,
+            max_queue: Self::DEFAULT_MAX_QUEUE,
+            max_track: Self::DEFAULT_MAX_TRACK,
         }
     }
 
@@ -110,6 +126,18 @@ impl Config {
         }
         if self.join_timeout.is_zero() {
             return Err(InvalidConfig::new("join_timeout", "expected at least 1 ms"));
+        }
+        if !(1..=600).contains(&self.max_speech.as_secs()) {
+            return Err(InvalidConfig::new("max_speech", "expected 1 to 600 s"));
+        }
+        if !(1..=10_000).contains(&self.max_queue) {
+            return Err(InvalidConfig::new(
+                "max_queue",
+                "expected 1 to 10000 tracks",
+            ));
+        }
+        if !(1..=86_400).contains(&self.max_track.as_secs()) {
+            return Err(InvalidConfig::new("max_track", "expected 1 to 86400 s"));
         }
         if self.tts_voice.trim().is_empty() || self.tts_voice.starts_with('-') {
             return Err(InvalidConfig::new(

@@ -699,6 +699,21 @@ mod tests {
                 "DISCO_TTS_VOICE (--tts-voice)",
             ),
             (
+                &["--voice-max-speech-secs", "0"],
+                "voice-node",
+                "DISCO_VOICE_MAX_SPEECH_SECS",
+            ),
+            (
+                &["--voice-max-queue", "0"],
+                "voice-node",
+                "DISCO_VOICE_MAX_QUEUE",
+            ),
+            (
+                &["--voice-max-track-secs", "0"],
+                "voice-node",
+                "DISCO_VOICE_MAX_TRACK_SECS",
+            ),
+            (
                 &["--shards", "1..3"],
                 "voice-node",
                 "DISCO_SHARDS (--shards)",

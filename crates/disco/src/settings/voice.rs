@@ -52,6 +52,30 @@ pub struct VoiceArgs {
         global = true
     )]
     pub tts_voice: String,
+    /// The longest speech `say` makes, in seconds; longer is refused.
+    #[arg(
+        long,
+        env = "DISCO_VOICE_MAX_SPEECH_SECS",
+        default_value_t = Config::DEFAULT_MAX_SPEECH.as_secs(),
+        global = true
+    )]
+    pub voice_max_speech_secs: u64,
+    /// The most tracks a guild's queue holds.
+    #[arg(
+        long,
+        env = "DISCO_VOICE_MAX_QUEUE",
+        default_value_t = Config::DEFAULT_MAX_QUEUE,
+        global = true
+    )]
+    pub voice_max_queue: usize,
+    /// The longest a track plays, in seconds: longer ones are refused, or stopped there.
+    #[arg(
+        long,
+        env = "DISCO_VOICE_MAX_TRACK_SECS",
+        default_value_t = Config::DEFAULT_MAX_TRACK.as_secs(),
+        global = true
+    )]
+    pub voice_max_track_secs: u64,
 }
 
 /// Where each checked field comes from.
@@ -69,6 +93,17 @@ const SOURCES: &[Source] = &[
         "voice-join-timeout-ms",
     ),
     ("tts_voice", "DISCO_TTS_VOICE", "tts-voice"),
+    (
+        "max_speech",
+        "DISCO_VOICE_MAX_SPEECH_SECS",
+        "voice-max-speech-secs",
+    ),
+    ("max_queue", "DISCO_VOICE_MAX_QUEUE", "voice-max-queue"),
+    (
+        "max_track",
+        "DISCO_VOICE_MAX_TRACK_SECS",
+        "voice-max-track-secs",
+    ),
 ];
 
 impl VoiceArgs {
@@ -87,6 +122,9 @@ impl VoiceArgs {
         config.media_dir.clone_from(&self.media_dir);
         config.tts_program.clone_from(&self.tts_program);
         config.tts_voice.clone_from(&self.tts_voice);
+        config.max_speech = Duration::from_secs(self.voice_max_speech_secs);
+        config.max_queue = self.voice_max_queue;
+        config.max_track = Duration::from_secs(self.voice_max_track_secs);
         config
             .validate()
             .map_err(|e| refused(e.field, e.problem, SOURCES))?;
