@@ -36,8 +36,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 struct Interaction {
     #[serde(rename = "type")]
     kind: u8,
-    #[serde(rename = "id")]
-    _id: Id<InteractionMarker>,
+    id: Id<InteractionMarker>,
     token: String,
     #[serde(default)]
     guild_id: Option<Id<GuildMarker>>,
@@ -67,9 +66,41 @@ struct ResponseData {
     allowed_mentions: Option<Value>,
 }
 
+/// The interactions seen within the timestamp window, to refuse a replay: a signed request
+/// captured and sent again carries a valid signature and a recent timestamp, and would run its
+/// command twice. Bounded: at most [`SEEN_MAX`] ids, the oldest forgotten first.
+#[derive(Debug, Default)]
+struct Seen {
+    order: std::collections::VecDeque<(Instant, u64)>,
+    ids: std::collections::HashSet<u64>,
+}
+
+/// Interaction ids remembered at most (about 40 MiB).
+const SEEN_MAX: usize = 1_000_000;
+
+impl Seen {
+    /// Remembers `id`; false if it was seen within `window` already.
+    fn first(&mut self, id: u64, window: Duration) -> bool {
+        let now = Instant::now();
+        while let Some(&(at, old)) = self.order.front() {
+            if now.duration_since(at) <= window && self.order.len() < SEEN_MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.ids.remove(&old);
+        }
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back((now, id));
+        true
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) config: Config,
+    seen: std::sync::Mutex<Seen>,
     pub(crate) bus: Bus,
     pub(crate) late: TaskTracker,
     metrics: Metrics,
@@ -87,6 +118,7 @@ impl State {
     ) -> Self {
         Self {
             config,
+            seen: std::sync::Mutex::default(),
             bus,
             late: TaskTracker::new(),
             metrics,
@@ -176,6 +208,15 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
     if interaction.kind == PING {
         state.count("pong");
         return json_response(r#"{"type":1}"#);
+    }
+    let first = state
+        .seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .first(interaction.id.get(), state.config.timestamp_window);
+    if !first {
+        state.count("replayed");
+        return refuse(StatusCode::UNAUTHORIZED, "interaction already received");
     }
     // Disco sends no components or modals and offers no autocomplete; a worker would ignore
     // them, and Discord would show the member a failure after 3 s. Answered here instead.

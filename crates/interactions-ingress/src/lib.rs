@@ -6,10 +6,12 @@
 //! - [`PublicKey`]: the application's key, and signature checks.
 //! - `handler`: one request: verify, PING, publish, wait for the answer or defer.
 //! - `metrics`: `disco_interactions_ingress_*`.
+//! - `serve`: connections: how many at once, how long a request's head may take.
 
 mod handler;
 mod key;
 mod metrics;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub struct Config {
     pub late_answer: Duration,
     /// The shard total, to route an interaction like the gateway would.
     pub shard_total: u32,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -62,6 +66,8 @@ impl Config {
     pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(2_500);
     /// How long a deferred answer may still come, unless set.
     pub const DEFAULT_LATE_ANSWER: Duration = Duration::from_secs(120);
+    /// Connections served at once, unless set.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
     /// The ingress of `application_id`, verifying with `public_key`; every other field at its
     /// default (one shard).
@@ -75,6 +81,7 @@ impl Config {
             deadline: Self::DEFAULT_DEADLINE,
             late_answer: Self::DEFAULT_LATE_ANSWER,
             shard_total: 1,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -110,6 +117,9 @@ impl Config {
         }
         if self.shard_total == 0 {
             return Err(InvalidConfig::new("shard_total", "expected at least 1"));
+        }
+        if self.max_connections == 0 {
+            return Err(InvalidConfig::new("max_connections", "expected at least 1"));
         }
         Ok(())
     }
@@ -194,9 +204,8 @@ impl Ingress {
         tracing::info!(%address, "serving Discord's interactions webhook");
         let late: TaskTracker = self.state.late.clone();
         let app = handler::router(Arc::clone(&self.state));
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let served =
+            serve::serve(listener, app, self.state.config.max_connections, &shutdown).await;
         late.close();
         if tokio::time::timeout(self.state.config.late_answer, late.wait())
             .await

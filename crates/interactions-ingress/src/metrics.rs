@@ -41,6 +41,7 @@ impl Metrics {
             "answered",
             "deferred",
             "unauthorized",
+            "replayed",
             "bad_request",
             "too_large",
             "unavailable",

@@ -142,8 +142,15 @@ async fn signed(address: SocketAddr, body: &[u8]) -> (u16, String, String) {
     post(address, &headers, body).await
 }
 
+/// A fresh interaction id: the ingress refuses one it has seen.
+fn fresh_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .to_string()
+}
+
 fn command(name: &str) -> Vec<u8> {
-    json!({"type": 2, "id": "5", "token": "tok", "application_id": "1", "guild_id": "7", "channel_id": "8", "data": {"name": name}})
+    json!({"type": 2, "id": fresh_id(), "token": "tok", "application_id": "1", "guild_id": "7", "channel_id": "8", "data": {"name": name}})
         .to_string()
         .into_bytes()
 }
@@ -285,7 +292,7 @@ async fn interactions_that_are_not_commands_are_answered_locally() {
     // No responder: the workers answer commands only, so these must not wait for one.
     let (address, stop) = start(&bus, config(Duration::from_millis(500))).await;
     let interaction = |kind: u8| {
-        json!({"type": kind, "id": "5", "token": "tok", "application_id": "1", "guild_id": "7", "data": {"custom_id": "x"}})
+        json!({"type": kind, "id": fresh_id(), "token": "tok", "application_id": "1", "guild_id": "7", "data": {"custom_id": "x"}})
             .to_string()
             .into_bytes()
     };
@@ -346,6 +353,91 @@ async fn a_burst_of_1000_concurrent_commands_is_answered_once_each() {
         answered.insert(n);
     }
     assert_eq!(answered.len(), 1000);
+    stop.cancel();
+}
+
+/// A signed request captured and sent again (valid signature, recent timestamp) is refused:
+/// its command runs once.
+#[tokio::test]
+async fn a_replayed_interaction_is_refused() {
+    let bus = Bus::in_memory(Limits::default());
+    responder(&bus, Duration::ZERO);
+    let (address, stop) = start(&bus, config(Duration::from_millis(2_500))).await;
+    let body = command("ping");
+    let timestamp = now();
+    let headers = [
+        ("x-signature-ed25519", sign(&timestamp, &body)),
+        ("x-signature-timestamp", timestamp),
+    ];
+    let (status, _, _) = post(address, &headers, &body).await;
+    assert_eq!(status, 200);
+    let (status, _, text) = post(address, &headers, &body).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (401, "interaction already received")
+    );
+    stop.cancel();
+}
+
+/// Connections that send nothing, or a header a little at a time, hold no slot for long:
+/// with every slot taken by such clients, a PING is answered once the head timeout frees
+/// one; with room left, 1,000 of them do not slow PINGs down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_cannot_hold_the_ingress() {
+    let bus = Bus::in_memory(Limits::default());
+    let mut limited = config(Duration::from_millis(500));
+    limited.max_connections = 20;
+    let (address, stop) = start(&bus, limited).await;
+    let ping = br#"{"type":1,"id":"1","token":"t","application_id":"1"}"#.to_vec();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"POST /interactions HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        idle.push(stream);
+    }
+    let started = std::time::Instant::now();
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(15), signed(address, &ping))
+        .await
+        .expect("a slot frees up when the slow heads time out");
+    assert_eq!((status, body.as_str()), (200, r#"{"type":1}"#));
+    println!(
+        "PING answered after {:?} with every slot held",
+        started.elapsed()
+    );
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a slow client is closed on");
+    }
+    stop.cancel();
+
+    let (address, stop) = start(&bus, config(Duration::from_millis(500))).await;
+    let mut slow = Vec::new();
+    for _ in 0..1_000 {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"POST /interactions HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let (status, _, _) = signed(address, &ping).await;
+        assert_eq!(status, 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    println!("slowest of 20 PINGs beside 1,000 slow clients: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "PINGs wait for nobody: {slowest:?}"
+    );
+    drop(slow);
     stop.cancel();
 }
 

@@ -54,6 +54,14 @@ pub struct IngressArgs {
         global = true
     )]
     pub ingress_late_answer_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(
+        long,
+        env = "DISCO_INGRESS_MAX_CONNECTIONS",
+        default_value_t = Config::DEFAULT_MAX_CONNECTIONS,
+        global = true
+    )]
+    pub ingress_max_connections: usize,
 }
 
 /// Where each checked field comes from.
@@ -76,6 +84,11 @@ const SOURCES: &[Source] = &[
         "ingress-timestamp-window-secs",
     ),
     ("shard_total", "DISCO_SHARD_TOTAL", "shard-total"),
+    (
+        "max_connections",
+        "DISCO_INGRESS_MAX_CONNECTIONS",
+        "ingress-max-connections",
+    ),
 ];
 
 impl IngressArgs {
@@ -88,6 +101,7 @@ impl IngressArgs {
         config.deadline = Duration::from_millis(self.ingress_deadline_ms);
         config.late_answer = Duration::from_secs(self.ingress_late_answer_secs);
         config.shard_total = shard_total;
+        config.max_connections = self.ingress_max_connections;
         config
             .validate()
             .map_err(|e| refused(e.field, e.problem, SOURCES))?;

@@ -674,6 +674,11 @@ mod tests {
                 "DISCO_INGRESS_LATE_ANSWER_SECS",
             ),
             (
+                &["--ingress-max-connections", "0"],
+                "interactions-ingress",
+                "DISCO_INGRESS_MAX_CONNECTIONS",
+            ),
+            (
                 &["--ingress-max-body", "10"],
                 "interactions-ingress",
                 "DISCO_INGRESS_MAX_BODY",
