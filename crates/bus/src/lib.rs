@@ -281,7 +281,7 @@ impl Bus {
             Transport::Memory(broker) => LockInner::Memory(broker.lock(name).await?),
             Transport::Rabbit(broker) => LockInner::Rabbit(Box::new(broker.lock(name).await?)),
         };
-        Ok(Lock { _inner: inner })
+        Ok(Lock { inner })
     }
 
     /// Empties a shared queue (messages delivered and not yet settled stay); how many messages
@@ -316,14 +316,31 @@ impl Bus {
 /// A held lock; see [`Bus::lock`].
 #[derive(Debug)]
 pub struct Lock {
-    _inner: LockInner,
+    inner: LockInner,
 }
 
 #[derive(Debug)]
 enum LockInner {
     Memory(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>),
     /// Dropping the channel's last handle closes it, which ends the exclusive consumer.
-    Rabbit(#[allow(dead_code)] Box<(lapin::Channel, lapin::Consumer)>),
+    Rabbit(Box<(lapin::Channel, lapin::Consumer)>),
+}
+
+impl Lock {
+    /// Resolves when the lock is lost: on RabbitMQ, when the connection or channel that held it
+    /// goes (a network blip, a broker restart), which releases it on the broker, so another
+    /// process may hold it now. Whoever acts as the holder must stop when this resolves. A lock
+    /// on the in-memory bus is never lost.
+    pub async fn lost(&mut self) {
+        match &mut self.inner {
+            LockInner::Memory(_) => std::future::pending().await,
+            LockInner::Rabbit(held) => {
+                use futures_util::StreamExt;
+                // Nothing is ever published to a lock's queue: the stream only ends, or fails.
+                while let Some(Ok(_)) = held.1.next().await {}
+            }
+        }
+    }
 }
 
 /// A stream of deliveries from one [`Subscription`].

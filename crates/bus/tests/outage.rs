@@ -150,3 +150,44 @@ async fn stream_survives_its_connection_being_closed() {
     bus.delete_queue(&queue).await.unwrap();
     bus.close().await;
 }
+
+/// A lock held on a connection the broker closes is lost: the holder hears of it (and must stop
+/// acting as the holder), and another process can take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_is_lost_with_its_connection() {
+    let name = format!("lock-outage-{}", std::process::id());
+    let holder = Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), name.clone()).unwrap())
+        .await
+        .expect("RabbitMQ answers");
+    let other =
+        Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), format!("{name}-other")).unwrap())
+            .await
+            .unwrap();
+    let lock_name = format!("test.{name}");
+    let mut held = holder.lock(&lock_name).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), held.lost())
+            .await
+            .is_err(),
+        "a held lock is not lost while its connection lives"
+    );
+    let contender = tokio::spawn(async move {
+        let lock = other.lock(&lock_name).await.unwrap();
+        (other, lock)
+    });
+    assert_eq!(close_connections_named(&format!("{name}\"")), 1);
+    tokio::time::timeout(Duration::from_secs(10), held.lost())
+        .await
+        .expect("the holder hears that the lock is lost");
+    let (other, lock) = tokio::time::timeout(Duration::from_secs(10), contender)
+        .await
+        .expect("another process takes the lock")
+        .unwrap();
+    drop((lock, held));
+    other
+        .delete_queue(&format!("disco.lock.test.{name}"))
+        .await
+        .unwrap();
+    other.close().await;
+    holder.close().await;
+}

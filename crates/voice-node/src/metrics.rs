@@ -37,6 +37,7 @@ pub(crate) struct Metrics {
     pub(crate) join_seconds: Histogram,
     pub(crate) disconnects: Family<DisconnectLabel, Counter>,
     pub(crate) shards_owned: Gauge,
+    pub(crate) shard_locks_lost: Counter,
     pub(crate) events: Counter,
 }
 
@@ -50,6 +51,7 @@ impl Metrics {
             join_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             disconnects: Family::default(),
             shards_owned: Gauge::default(),
+            shard_locks_lost: Counter::default(),
             events: Counter::default(),
         };
         // Both states, and the usual causes of a lost connection, from the start, so a
@@ -92,6 +94,11 @@ impl Metrics {
             "shards_owned",
             "Shards whose guilds this node holds the calls of",
             metrics.shards_owned.clone(),
+        );
+        r.register(
+            "shard_locks_lost",
+            "Times a shard's lock was lost with the broker connection (the node stops serving the shard until it holds the lock again)",
+            metrics.shard_locks_lost.clone(),
         );
         r.register(
             "events",

@@ -9,6 +9,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bus::{Delivery, Message, Subscription};
 use disco_proto::v1::{GatewayEvent, VoiceCommand};
@@ -34,7 +35,15 @@ pub(crate) async fn own(
     owned
 }
 
-/// Takes the shard's lock (waiting as a standby while another node holds it), then serves the shard.
+/// How long a node that lost a shard's lock (with its broker connection) keeps the shard's
+/// calls while it tries to hold the lock again. Back within it, nobody else took the shard and
+/// the calls go on; past it, another node may own the shard, and two nodes' calls in one guild
+/// would fight, so this node leaves them.
+const REGAIN: Duration = Duration::from_secs(10);
+
+/// Takes the shard's lock (waiting as a standby while another node holds it), then serves the
+/// shard; when the lock is lost, stops serving (so two nodes never consume one shard's
+/// queue), and starts over.
 async fn own_placed(
     node: &Arc<Node>,
     shard: u32,
@@ -42,10 +51,60 @@ async fn own_placed(
 ) -> Result<(), Error> {
     let bus = node.calls.bus().clone();
     let lock_name = format!("voice-node.{shard}");
-    let lock = tokio::select! {
-        () = shutdown.cancelled() => return Ok(()),
-        lock = bus.lock(&lock_name) => lock?,
-    };
+    let mut lost_at: Option<tokio::time::Instant> = None;
+    loop {
+        let regain = async {
+            match lost_at {
+                Some(at) => tokio::time::sleep_until(at + REGAIN).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut lock = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            lock = bus.lock(&lock_name) => lock?,
+            () = regain => {
+                let left = leave_shard(node, shard).await;
+                tracing::warn!(shard, left, "the shard's lock was not regained: its calls are left to the node that holds it");
+                lost_at = None;
+                continue;
+            }
+        };
+        if lost_at.take().is_some() {
+            tracing::info!(shard, "holding the shard's lock again; its calls go on");
+        }
+        if !serve(node, shard, &mut lock, shutdown).await? {
+            return Ok(());
+        }
+        node.metrics.shard_locks_lost.inc();
+        tracing::warn!(
+            shard,
+            "lost the shard's lock with the broker connection; serving it again once the lock is held"
+        );
+        lost_at = Some(tokio::time::Instant::now());
+    }
+}
+
+/// Leaves the calls of the shard's guilds; how many were in a channel.
+async fn leave_shard(node: &Node, shard: u32) -> usize {
+    let mut left = 0;
+    for (guild_id, _) in node.calls.all() {
+        if route::shard_for_guild(guild_id, node.shard_total) == shard
+            && node.calls.leave(guild_id).await
+        {
+            left += 1;
+        }
+    }
+    left
+}
+
+/// Serves the shard while `lock` holds: true if the lock was lost, false at shutdown.
+async fn serve(
+    node: &Arc<Node>,
+    shard: u32,
+    lock: &mut bus::Lock,
+    shutdown: &CancellationToken,
+) -> Result<bool, Error> {
+    let bus = node.calls.bus().clone();
     let queue = route::voice_queue(shard);
     let subscription = Subscription::shared(queue.clone())
         .bind(route::event_key("GUILD_CREATE", shard))
@@ -56,14 +115,15 @@ async fn own_placed(
     node.metrics.shards_owned.inc();
     tracing::info!(shard, "owning the shard's voice calls");
     let mut commands = tokio::task::JoinSet::new();
-    loop {
+    let lost = loop {
         let delivery = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break false,
+            () = lock.lost() => break true,
             Some(_) = commands.join_next(), if !commands.is_empty() => continue,
             delivery = consumer.next() => match delivery {
                 Some(delivery) => delivery,
-                None => break,
+                None => break false,
             },
         };
         if delivery.routing_key == queue {
@@ -71,13 +131,12 @@ async fn own_placed(
         } else {
             event(node, delivery).await;
         }
-    }
+    };
     node.metrics.shards_owned.dec();
     // Commands in hand are answered before the consumer (whose channel acks them) goes.
     while commands.join_next().await.is_some() {}
     drop(consumer);
-    drop(lock);
-    Ok(())
+    Ok(lost)
 }
 
 /// Why a delivery on a shard's voice queue cannot be handled, now or ever: it is dead-lettered.

@@ -13,7 +13,8 @@ use crate::Error;
 impl Broker {
     /// Holds the lock `name` across every process on this broker: the holder is the one
     /// exclusive consumer of the queue `disco.lock.<name>`. The broker releases it when the
-    /// holder's channel closes, so a holder that dies gives it back by dying.
+    /// holder's channel closes, so a holder that dies gives it back by dying. Waits through
+    /// broker failures: only a closed bus ends the wait with an error.
     pub(crate) async fn lock(&self, name: &str) -> Result<(Channel, lapin::Consumer), Error> {
         let queue = format!("disco.lock.{name}");
         let mut backoff = Backoff::new();
@@ -23,12 +24,25 @@ impl Broker {
                 durable: true,
                 ..QueueDeclareOptions::default()
             };
-            let declared = channel
+            let declared = match channel
                 .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-                .await?;
+                .await
+            {
+                Ok(declared) => declared,
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::debug!(
+                        error = &error as &dyn std::error::Error,
+                        ?delay,
+                        "cannot declare a lock's queue; retrying"
+                    );
+                    self.pause(delay).await?;
+                    continue;
+                }
+            };
             if declared.consumer_count() > 0 {
                 // Held: wait without provoking a refusal (which closes the channel, noisily).
-                channel.close(200, "lock busy".into()).await?;
+                let _ = channel.close(200, "lock busy".into()).await;
                 self.pause(Duration::from_millis(100)).await?;
                 continue;
             }
@@ -46,7 +60,8 @@ impl Broker {
                 .await
             {
                 Ok(consumer) => return Ok((channel, consumer)),
-                // ACCESS_REFUSED: someone else holds it. The broker closed this channel.
+                // ACCESS_REFUSED: someone else holds it (the broker closed this channel); or
+                // the connection failed: both are waited out.
                 Err(_) => {
                     let delay = backoff.next().min(Duration::from_millis(250));
                     self.pause(delay).await?;
