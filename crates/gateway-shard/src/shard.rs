@@ -131,9 +131,7 @@ impl ShardTask {
                 }
                 () = &mut drained, if draining.is_some() => break,
                 Some((event, result, waited)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.pending.pop_front();
-                    self.confirmed(&event, result, waited);
-                    self.metrics.buffered.dec();
+                    self.published(&event, result, waited);
                 }
                 // Before reading: under load the shard always has something to read.
                 _ = checkpoint.tick() => self.checkpoint(),
@@ -173,7 +171,7 @@ impl ShardTask {
                 },
                 delivery = commands.next() => match delivery {
                     Some(delivery) => {
-                        self.command(delivery).await?;
+                        self.command(delivery).await;
                         if let Some(limit) = draining {
                             drained.as_mut().reset((Instant::now() + DRAIN_IDLE).min(limit).into());
                         }
@@ -395,7 +393,21 @@ impl ShardTask {
         }))
     }
 
-    fn confirmed(&self, event: &str, result: Result<(), bus::Error>, waited: Duration) {
+    /// The oldest publish in flight is settled. One that failed opens a gap, so that no
+    /// checkpoint moves past it and Discord replays it (to a RESUME, or to the successor).
+    fn published(&mut self, event: &str, result: Result<(), bus::Error>, waited: Duration) {
+        let sequence = self.pending.pop_front();
+        self.metrics.buffered.dec();
+        if !self.confirmed(event, result, waited)
+            && let Some(sequence) = sequence
+        {
+            self.gap = Some(self.gap.map_or(sequence, |gap| gap.min(sequence)));
+        }
+    }
+
+    /// Counts a publish's outcome; false if the dispatch was not published and must be
+    /// replayed. (The bus retries through outages, so that is a bus closed under it.)
+    fn confirmed(&self, event: &str, result: Result<(), bus::Error>, waited: Duration) -> bool {
         let label = EventLabel {
             event: event.to_owned(),
         };
@@ -403,32 +415,44 @@ impl ShardTask {
             Ok(()) => {
                 self.metrics.published.get_or_create(&label).inc();
                 self.metrics.confirm_seconds.observe(waited.as_secs_f64());
+                true
             }
             Err(bus::Error::Unroutable(_)) => {
                 // No consumer binds this event: nobody would ever read it.
                 debug!(event, "no consumer binds this event");
                 self.metrics.unrouted.get_or_create(&label).inc();
+                true
             }
             Err(error) => {
                 warn!(
                     event,
                     error = &error as &dyn std::error::Error,
-                    "publish failed"
+                    "publish failed; Discord will replay it"
                 );
                 self.metrics.publish_failures.inc();
+                false
             }
         }
     }
 
     /// Sends a command another service asked for, then acks it: once handed to the shard it is
     /// paced by twilight's 120-per-minute limiter.
-    async fn command(&mut self, delivery: Delivery) -> Result<(), Error> {
+    ///
+    /// An ack that fails (the connection went) is logged, not fatal: the broker hands the
+    /// command out again, and a voice state or presence sent twice says the same thing twice.
+    async fn command(&mut self, delivery: Delivery) {
         let outcome = self.send_command(&delivery.message.body);
         match &outcome {
             Ok(()) => self.metrics.commands.inc(),
             Err(_) => self.metrics.bad_commands.inc(),
         };
-        Ok(delivery.settle(outcome).await?)
+        if let Err(error) = delivery.settle(outcome).await {
+            warn!(
+                shard = self.id(),
+                error = &error as &dyn std::error::Error,
+                "cannot settle a shard command; the broker will hand it out again"
+            );
+        }
     }
 
     /// Sends the command `body` holds; a command that cannot be sent never will be.
@@ -482,6 +506,8 @@ impl ShardTask {
                         if let Some(in_flight) = in_flight.as_deref_mut()
                             && let Some(publish) = self.on_text(text)
                         {
+                            self.metrics.buffered.inc();
+                            self.pending.extend(self.last_sequence);
                             in_flight.push_back(publish);
                         }
                     }
@@ -520,7 +546,7 @@ impl ShardTask {
         self.close(frame, publish_meanwhile.then_some(&mut in_flight))
             .await;
         while let Some((event, result, waited)) = in_flight.next().await {
-            self.confirmed(&event, result, waited);
+            self.published(&event, result, waited);
         }
         self.pending.clear();
         self.set_ready(false);

@@ -23,8 +23,26 @@ impl Broker {
         let mut declared = false;
         loop {
             let channel = match via {
-                Via::Publisher => self.publisher().await?,
-                Via::Requester => self.requester().await?,
+                Via::Publisher => self.publisher().await,
+                Via::Requester => self.requester().await,
+            };
+            // Setting a channel up can fail like a publish can (the connection drops between
+            // opening the channel and selecting confirms): tried again the same way. Only a
+            // closed bus ends the attempts.
+            let channel = match channel {
+                Ok(channel) => channel,
+                Err(Error::Closed) => return Err(Error::Closed),
+                Err(error) => {
+                    let delay = backoff.next();
+                    warn!(
+                        error = &error as &dyn std::error::Error,
+                        routing_key,
+                        ?delay,
+                        "cannot set up a channel to publish on, retrying"
+                    );
+                    self.pause(delay).await?;
+                    continue;
+                }
             };
             let outcome = async {
                 channel
@@ -48,8 +66,20 @@ impl Broker {
                     if let IfUnroutable::DeclareQueue(shape) = if_unroutable
                         && !declared =>
                 {
-                    declare_shared(&channel, routing_key, shape).await?;
-                    declared = true;
+                    // A failed declare is tried again with the publish.
+                    match declare_shared(&channel, routing_key, shape).await {
+                        Ok(()) => declared = true,
+                        Err(error) => {
+                            let delay = backoff.next();
+                            warn!(
+                                error = &error as &dyn std::error::Error,
+                                routing_key,
+                                ?delay,
+                                "cannot declare the queue, retrying"
+                            );
+                            self.pause(delay).await?;
+                        }
+                    }
                 }
                 Ok(Confirmation::Ack(Some(_returned))) => {
                     return Err(Error::Unroutable(routing_key.to_owned()));
