@@ -34,6 +34,7 @@ pub(crate) struct Calls {
     user_id: NonZeroU64,
     shard_total: u32,
     config: songbird::Config,
+    join_timeout: Duration,
     metrics: Metrics,
     guilds: Mutex<HashMap<u64, Arc<Guild>>>,
 }
@@ -54,6 +55,7 @@ impl Calls {
             user_id,
             shard_total,
             config,
+            join_timeout,
             metrics,
             guilds: Mutex::new(HashMap::new()),
         }
@@ -79,6 +81,7 @@ impl Calls {
             let link = GatewayLink {
                 bus: self.bus.clone(),
                 shard: route::shard_for_guild(guild_id.get(), self.shard_total),
+                join_timeout: self.join_timeout,
             };
             let mut call = Call::from_config(
                 guild_id,
@@ -160,6 +163,9 @@ impl Calls {
 struct GatewayLink {
     bus: Bus,
     shard: u32,
+    /// A join not sent within this long is not sent at all: the member who asked was told it
+    /// failed, and the bot must not turn up in a channel later. (A leave is always sent.)
+    join_timeout: Duration,
 }
 
 #[async_trait]
@@ -181,11 +187,12 @@ impl VoiceUpdate for GatewayLink {
             })),
             ..Default::default()
         };
+        let mut message = Message::new(command.encode_current());
+        if channel_id.is_some() {
+            message = message.expiring_after(self.join_timeout);
+        }
         self.bus
-            .publish(
-                Destination::Queue(route::shard_queue(self.shard)),
-                Message::new(command.encode_current()),
-            )
+            .publish(Destination::Queue(route::shard_queue(self.shard)), message)
             .await
             .map_err(|error| {
                 tracing::warn!(

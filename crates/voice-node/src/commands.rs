@@ -211,6 +211,16 @@ impl Node {
         Arc::clone(turns.entry(guild_id).or_default())
     }
 
+    /// Forgets the guild's turn when no other command waits for it, so the map holds the guilds
+    /// with commands in hand, not every guild ever seen.
+    fn done_with_turn(&self, guild_id: u64, turn: Arc<tokio::sync::Mutex<()>>) {
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's handle and this one: nobody else holds or waits for it.
+        if Arc::strong_count(&turn) == 2 {
+            turns.remove(&guild_id);
+        }
+    }
+
     /// Carries out a command and says how it went.
     pub(crate) async fn handle(&self, command: &VoiceCommand) -> VoiceReply {
         let name = match &command.action {
@@ -226,8 +236,12 @@ impl Node {
         let answer = match NonZeroU64::new(command.guild_id) {
             Some(guild_id) => {
                 let turn = self.turn(guild_id.get());
-                let _turn = turn.lock().await;
-                self.act(guild_id, command).await
+                let answer = {
+                    let _turn = turn.lock().await;
+                    self.act(guild_id, command).await
+                };
+                self.done_with_turn(guild_id.get(), turn);
+                answer
             }
             None => reply(Outcome::Failed, "voice commands work in a server only"),
         };

@@ -20,8 +20,12 @@ use crate::Error;
 use crate::commands::Node;
 use crate::voices::{GuildCreate, VoiceServer, VoiceState};
 
-/// Commands in hand at once, per shard.
-const PREFETCH: u16 = 64;
+/// Deliveries in hand at once, per shard. Commands and the events that complete their joins
+/// share the shard's queue (in order: a member's voice state comes before their command), and
+/// a command waiting for its join holds its delivery: with a small prefetch, a burst of joins
+/// holds every slot and the events they wait for stay queued behind them until every join
+/// times out. Commands are small, and expired ones are dropped on delivery.
+const PREFETCH: u16 = 1024;
 
 pub(crate) async fn own(
     node: Arc<Node>,
