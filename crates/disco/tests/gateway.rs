@@ -316,7 +316,21 @@ async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
     .await;
     let vhost = Vhost::new("long-outage");
     let (bus, mut messages) = listening(&vhost).await;
-    let gateway = Gateway::start(&sim, &vhost, &["--publish-buffer", "32"]);
+    // The buffer is bounded in bytes here (a count alone does not bound memory: one
+    // GUILD_CREATE can be megabytes): 64 KiB is about a hundred of these messages.
+    let admin = tests::free_address();
+    let gateway = Gateway::start(
+        &sim,
+        &vhost,
+        &[
+            "--publish-buffer",
+            "100000",
+            "--publish-buffer-bytes",
+            "65536",
+            "--metrics-listen",
+            &admin.to_string(),
+        ],
+    );
     until_shards_connected(&control, 1).await;
 
     // The broker refuses the gateway: no permission on the virtual host, its connection closed.
@@ -343,6 +357,11 @@ async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
         log["identifies"].as_array().unwrap().len(),
         1,
         "the session outlived the outage: {log}"
+    );
+    let deferred = tests::metric(admin, "disco_gateway_shard_events_deferred_total", &[]).await;
+    assert!(
+        deferred > 0.0,
+        "the byte bound left dispatches to Discord's replay"
     );
     assert!(control.violations().await.unwrap().is_empty());
     assert!(gateway.terminate().await.success());

@@ -171,6 +171,8 @@ pub struct Config {
     pub events: BTreeSet<String>,
     /// How many publishes a shard may have waiting for their confirm before it stops reading.
     pub publish_buffer: usize,
+    /// How many bytes those publishes may hold, per shard, before it stops reading.
+    pub publish_buffer_bytes: usize,
     /// Identifies of the daily session budget never spent, by any process of the bot: the
     /// reserve for a real emergency (running out ends every session and resets the token).
     pub identify_floor: u32,
@@ -179,6 +181,8 @@ pub struct Config {
 impl Config {
     /// Publishes a shard may have waiting for their confirm, unless set.
     pub const DEFAULT_PUBLISH_BUFFER: usize = 1024;
+    /// Bytes a shard's waiting publishes may hold, unless set.
+    pub const DEFAULT_PUBLISH_BUFFER_BYTES: usize = 8 * 1024 * 1024;
     /// Identifies of the daily budget kept in reserve, unless set (of Discord's 1,000).
     pub const DEFAULT_IDENTIFY_FLOOR: u32 = 100;
 
@@ -192,6 +196,7 @@ impl Config {
             intents: default_intents(),
             events: DEFAULT_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
             publish_buffer: Self::DEFAULT_PUBLISH_BUFFER,
+            publish_buffer_bytes: Self::DEFAULT_PUBLISH_BUFFER_BYTES,
             identify_floor: Self::DEFAULT_IDENTIFY_FLOOR,
         }
     }
@@ -209,6 +214,12 @@ impl Config {
         }
         if self.publish_buffer == 0 {
             return Err(InvalidConfig::new("publish_buffer", "expected at least 1"));
+        }
+        if self.publish_buffer_bytes < 64 * 1024 {
+            return Err(InvalidConfig::new(
+                "publish_buffer_bytes",
+                "expected at least 65536",
+            ));
         }
         Ok(())
     }
@@ -392,6 +403,8 @@ impl GatewayShard {
                 metrics: self.metrics.clone(),
                 events: Arc::clone(&events),
                 buffer: self.config.publish_buffer.max(1),
+                buffer_bytes: self.config.publish_buffer_bytes,
+                buffered_bytes: 0,
                 ready: Arc::clone(&self.ready),
                 retiring: Arc::clone(&retiring),
                 index,

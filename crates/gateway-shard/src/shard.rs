@@ -27,8 +27,11 @@ use crate::metrics::{
 use crate::queue::BusQueue;
 use crate::{Error, frame};
 
-type Publish =
-    Pin<Box<dyn std::future::Future<Output = (String, Result<(), bus::Error>, Duration)> + Send>>;
+/// A publish waiting for its confirm: the event's name, the outcome, how long it took, and the
+/// bytes it holds in the buffer.
+type Publish = Pin<
+    Box<dyn std::future::Future<Output = (String, Result<(), bus::Error>, Duration, usize)> + Send>,
+>;
 
 /// How often a shard checkpoints its session (when its confirmed sequence moved), so a process
 /// that dies any way at all leaves its successor a session to RESUME.
@@ -56,6 +59,11 @@ pub(crate) struct ShardTask {
     pub(crate) metrics: Metrics,
     pub(crate) events: Arc<BTreeSet<String>>,
     pub(crate) buffer: usize,
+    /// The most bytes the publishes waiting for their confirm may hold (a GUILD_CREATE can be
+    /// megabytes: a count alone does not bound memory).
+    pub(crate) buffer_bytes: usize,
+    /// What they hold now.
+    pub(crate) buffered_bytes: usize,
     pub(crate) ready: Arc<[AtomicBool]>,
     /// Set when a larger generation replaced this one: the shard stops for good, ending its
     /// session rather than saving it.
@@ -120,7 +128,7 @@ impl ShardTask {
         let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let room = in_flight.len() < self.buffer;
+            let room = in_flight.len() < self.buffer && self.buffered_bytes < self.buffer_bytes;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if draining.is_none() => {
@@ -130,8 +138,8 @@ impl ShardTask {
                     continue;
                 }
                 () = &mut drained, if draining.is_some() => break,
-                Some((event, result, waited)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.published(&event, result, waited);
+                Some((event, result, waited, bytes)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.published(&event, result, waited, bytes);
                 }
                 // Before reading: under load the shard always has something to read.
                 _ = checkpoint.tick() => self.checkpoint(),
@@ -139,8 +147,6 @@ impl ShardTask {
                 message = self.shard.next() => match message {
                     Some(Ok(GatewayMessage::Text(text))) if room && self.gap.is_none() => {
                         if let Some(publish) = self.on_text(text) {
-                            self.metrics.buffered.inc();
-                            self.pending.extend(self.last_sequence);
                             in_flight.push_back(publish);
                         }
                     }
@@ -333,7 +339,8 @@ impl ShardTask {
         }));
     }
 
-    /// Reads a text frame; the publish to wait for, if it is a dispatch to publish.
+    /// Reads a text frame; the publish to wait for, if it is a dispatch to publish (counted in
+    /// the buffer: the caller waits for every publish this returns).
     fn on_text(&mut self, text: String) -> Option<Publish> {
         let dispatch = frame::dispatch(&text)?;
         match dispatch.event {
@@ -384,20 +391,31 @@ impl ShardTask {
         .encode_current();
         let bus = self.bus.clone();
         let key = route::event_key(&event, self.id());
+        let bytes = body.len();
+        self.metrics.buffered.inc();
+        self.buffered_bytes += bytes;
+        self.pending.push_back(sequence);
         Some(Box::pin(async move {
             let started = Instant::now();
             let result = bus
                 .publish(Destination::Event(key), Message::new(body))
                 .await;
-            (event, result, started.elapsed())
+            (event, result, started.elapsed(), bytes)
         }))
     }
 
     /// The oldest publish in flight is settled. One that failed opens a gap, so that no
     /// checkpoint moves past it and Discord replays it (to a RESUME, or to the successor).
-    fn published(&mut self, event: &str, result: Result<(), bus::Error>, waited: Duration) {
+    fn published(
+        &mut self,
+        event: &str,
+        result: Result<(), bus::Error>,
+        waited: Duration,
+        bytes: usize,
+    ) {
         let sequence = self.pending.pop_front();
         self.metrics.buffered.dec();
+        self.buffered_bytes -= bytes;
         if !self.confirmed(event, result, waited)
             && let Some(sequence) = sequence
         {
@@ -506,8 +524,6 @@ impl ShardTask {
                         if let Some(in_flight) = in_flight.as_deref_mut()
                             && let Some(publish) = self.on_text(text)
                         {
-                            self.metrics.buffered.inc();
-                            self.pending.extend(self.last_sequence);
                             in_flight.push_back(publish);
                         }
                     }
@@ -545,10 +561,11 @@ impl ShardTask {
         let publish_meanwhile = self.gap.is_none();
         self.close(frame, publish_meanwhile.then_some(&mut in_flight))
             .await;
-        while let Some((event, result, waited)) = in_flight.next().await {
-            self.published(&event, result, waited);
+        while let Some((event, result, waited, bytes)) = in_flight.next().await {
+            self.published(&event, result, waited, bytes);
         }
         self.pending.clear();
+        self.buffered_bytes = 0;
         self.set_ready(false);
         // A checkpoint still on its way must not land after (and over) this last one.
         if let Some(running) = self.checkpointing.take() {

@@ -46,6 +46,14 @@ pub struct GatewayArgs {
         global = true
     )]
     pub publish_buffer: usize,
+    /// Bytes a shard's waiting publishes may hold before it stops reading.
+    #[arg(
+        long,
+        env = "DISCO_PUBLISH_BUFFER_BYTES",
+        default_value_t = Config::DEFAULT_PUBLISH_BUFFER_BYTES,
+        global = true
+    )]
+    pub publish_buffer_bytes: usize,
     /// Identifies of the bot's daily session budget never spent, by any gateway process.
     #[arg(
         long,
@@ -60,6 +68,11 @@ pub struct GatewayArgs {
 const SOURCES: &[Source] = &[
     ("events", "DISCO_EVENTS", "events"),
     ("publish_buffer", "DISCO_PUBLISH_BUFFER", "publish-buffer"),
+    (
+        "publish_buffer_bytes",
+        "DISCO_PUBLISH_BUFFER_BYTES",
+        "publish-buffer-bytes",
+    ),
 ];
 
 impl GatewayArgs {
@@ -78,6 +91,7 @@ impl GatewayArgs {
         config.events = gateway_shard::parse_events(&self.events)
             .map_err(|problem| invalid("DISCO_EVENTS", "events", problem))?;
         config.publish_buffer = self.publish_buffer;
+        config.publish_buffer_bytes = self.publish_buffer_bytes;
         config.identify_floor = self.identify_floor;
         config
             .validate()

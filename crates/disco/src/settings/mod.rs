@@ -729,6 +729,11 @@ mod tests {
                 "DISCO_PUBLISH_BUFFER",
             ),
             (
+                &["--publish-buffer-bytes", "10"],
+                "gateway-shard",
+                "DISCO_PUBLISH_BUFFER_BYTES",
+            ),
+            (
                 &["--events", ","],
                 "gateway-shard",
                 "DISCO_EVENTS (--events)",
