@@ -1,0 +1,536 @@
+//! The chaos suite: the platform as ops run it (a gateway, two command workers, a voice node and
+//! the interactions ingress, each a `disco` process on a virtual host of the real RabbitMQ,
+//! against the simulator), a steady load of prefix and slash commands over two guilds, and one
+//! fault injected while it runs. Every scenario asserts the same: every command answered exactly
+//! once (the simulator checks nonces and single initial responses), every interaction answered
+//! within Discord's 3 s (deferred counts, and its edit must follow), no simulator violation,
+//! readiness dropped where the fault should drop it and recovered, and every process back.
+//!
+//! Each fault is a scenario of its own: `cargo nextest run chaos::<name>`. `broker_restart`
+//! stops and starts the whole broker, which would disturb every other test: it is ignored in
+//! the normal run and `scripts/test` runs it alone afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod chaos {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use discord_sim::{Config as SimConfig, Control, Simulator};
+    use serde_json::{Value, json};
+    use tests::{
+        Vhost, disco_command, free_address, is_ready, rabbitmqctl, until_answered_once,
+        until_ready, until_sent,
+    };
+    use tokio_util::sync::CancellationToken;
+
+    const DISCO: &str = env!("CARGO_BIN_EXE_disco");
+    /// How long every command may take to be answered once the fault is over.
+    const SETTLE: Duration = Duration::from_secs(60);
+
+    /// One `disco` process of the fleet, and how to start it again.
+    struct Process {
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        admin: SocketAddr,
+        child: tokio::process::Child,
+        /// Whether `/readyz` answered anything but 200 since the watch began.
+        unready_seen: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    struct Fleet {
+        sim: Simulator,
+        control: Control,
+        vhost: Vhost,
+        processes: BTreeMap<&'static str, Process>,
+        /// The ingress's own RabbitMQ user, so that it alone can be cut off the bus.
+        ingress_user: String,
+        _ca: RemovedOnDrop,
+    }
+
+    /// A file removed when dropped.
+    struct RemovedOnDrop(std::path::PathBuf);
+
+    impl Drop for RemovedOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    impl Fleet {
+        async fn start(name: &str) -> Self {
+            let ingress = free_address();
+            let mut config = SimConfig {
+                interactions_url: Some(format!("http://{ingress}/interactions")),
+                ..SimConfig::default()
+            };
+            tests::unthrottled(&mut config.world);
+            let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+                .await
+                .unwrap();
+            let control = Control::new(&sim.rest_url);
+            command_worker::sync(
+                &command_worker::Commands::standard(),
+                sim.bot_client(),
+                sim.world.application_id,
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+            let vhost = Vhost::new(&format!("chaos-{name}"));
+            let ingress_user = format!("{}-ingress", vhost.name());
+            rabbitmqctl(&["add_user", &ingress_user, "ingress"]);
+            allow(&vhost, &ingress_user);
+            let ca = std::env::temp_dir().join(format!("{}-ca.pem", vhost.name()));
+            std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
+            let mut fleet = Self {
+                sim,
+                control,
+                vhost,
+                processes: BTreeMap::new(),
+                ingress_user,
+                _ca: RemovedOnDrop(ca.clone()),
+            };
+            let common = [
+                ("DISCO_SHARD_TOTAL", "2".to_owned()),
+                ("SSL_CERT_FILE", ca.display().to_string()),
+                (
+                    "DISCO_MEDIA_DIR",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media").to_owned(),
+                ),
+            ];
+            let env = |extra: &[(&str, String)]| -> Vec<(String, String)> {
+                common
+                    .iter()
+                    .chain(extra)
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect()
+            };
+            fleet.spawn("voice-node", &["voice-node"], env(&[])).await;
+            fleet.spawn("worker-a", &["command-worker"], env(&[])).await;
+            fleet.spawn("worker-b", &["command-worker"], env(&[])).await;
+            let ingress_url = format!(
+                "amqp://{user}:ingress@127.0.0.1:5672/{}",
+                fleet.vhost.name(),
+                user = fleet.ingress_user
+            );
+            let ingress_env = env(&[
+                ("DISCO_INGRESS_LISTEN", ingress.to_string()),
+                ("DISCO_PUBLIC_KEY", fleet.sim.public_key.clone()),
+                ("DISCO_AMQP_URL", ingress_url),
+                ("DISCO_INGRESS_LATE_ANSWER_SECS", "30".to_owned()),
+            ]);
+            fleet
+                .spawn("ingress", &["interactions-ingress"], ingress_env)
+                .await;
+            fleet.spawn("gateway", &["gateway-shard"], env(&[])).await;
+            tests::until_shards_connected(&fleet.control, 2).await;
+            fleet
+        }
+
+        async fn spawn(&mut self, name: &'static str, args: &[&str], env: Vec<(String, String)>) {
+            let admin = free_address();
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            let child = self.launch(&args, &env, admin);
+            self.processes.insert(
+                name,
+                Process {
+                    args,
+                    env,
+                    admin,
+                    child,
+                    unready_seen: Arc::default(),
+                },
+            );
+            until_ready(admin).await;
+        }
+
+        fn launch(
+            &self,
+            args: &[String],
+            env: &[(String, String)],
+            admin: SocketAddr,
+        ) -> tokio::process::Child {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut command = disco_command(Path::new(DISCO), &args, &self.sim, &self.vhost);
+            command.env("DISCO_METRICS_LISTEN", admin.to_string());
+            for (name, value) in env {
+                command.env(name, value);
+            }
+            command.spawn().unwrap()
+        }
+
+        /// Kills `name` with `signal`, waits for it to exit, and starts it again, as Kubernetes
+        /// would; returns once it is ready.
+        async fn restart(&mut self, name: &'static str, signal: &str) {
+            let process = self.processes.get_mut(name).unwrap();
+            let pid = process.child.id().unwrap().to_string();
+            assert!(
+                std::process::Command::new("kill")
+                    .args([signal, &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let exited = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
+                .await
+                .expect("exits")
+                .unwrap();
+            if signal == "-TERM" {
+                assert!(
+                    exited.success(),
+                    "{name} stops cleanly on SIGTERM: {exited}"
+                );
+            }
+            let process = &self.processes[name];
+            let child = self.launch(&process.args, &process.env, process.admin);
+            self.processes.get_mut(name).unwrap().child = child;
+            until_ready(self.processes[name].admin).await;
+        }
+
+        /// Watches every process's readiness in the background, noting any drop.
+        fn watch_readiness(&self, stop: &CancellationToken) {
+            for process in self.processes.values() {
+                let (admin, seen, stop) = (
+                    process.admin,
+                    Arc::clone(&process.unready_seen),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.is_cancelled() {
+                        if !is_ready(admin).await {
+                            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                });
+            }
+        }
+
+        fn unready_seen(&self, name: &str) -> bool {
+            self.processes[name]
+                .unready_seen
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        /// Every process is running and ready.
+        async fn all_back(&mut self) {
+            for (name, process) in &mut self.processes {
+                assert!(
+                    process.child.try_wait().unwrap().is_none(),
+                    "{name} is running"
+                );
+                until_ready(process.admin).await;
+            }
+        }
+
+        async fn finish(mut self, load: Load) {
+            let (messages, slash) = load.stop().await;
+            let mut ids = messages.clone();
+            ids.extend(slash.iter().map(|s| s.id.clone()));
+            until_answered_once(&self.control, &ids, SETTLE).await;
+            for answer in &slash {
+                assert!(
+                    answer.elapsed_ms < 3_000,
+                    "interaction {} answered after {} ms",
+                    answer.id,
+                    answer.elapsed_ms
+                );
+                if answer.kind == 5 {
+                    until_sent(&self.control, |e| {
+                        e["interaction_id"] == answer.id.as_str() && e["kind"] == "edit"
+                    })
+                    .await;
+                }
+            }
+            let deferred = slash.iter().filter(|s| s.kind == 5).count();
+            println!(
+                "{} prefix and {} slash commands answered once each ({deferred} deferred)",
+                messages.len(),
+                slash.len()
+            );
+            let violations = self.control.violations().await.unwrap();
+            assert!(violations.is_empty(), "{violations:?}");
+            self.all_back().await;
+            for process in self.processes.values_mut() {
+                let _ = process.child.start_kill();
+                let _ = process.child.wait().await;
+            }
+            rabbitmqctl(&["delete_user", &self.ingress_user]);
+            self.sim.stop().await.unwrap();
+        }
+    }
+
+    fn allow(vhost: &Vhost, user: &str) {
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            vhost.name(),
+            user,
+            ".*",
+            ".*",
+            ".*",
+        ]);
+    }
+
+    /// An interaction's webhook answer.
+    struct Slash {
+        id: String,
+        kind: u64,
+        elapsed_ms: u64,
+    }
+
+    /// A steady load: a `~~ping` every 50 ms over the four text channels of two guilds (two
+    /// shards), and a `/ping` through the webhook every 200 ms.
+    struct Load {
+        stop: CancellationToken,
+        messages: Arc<Mutex<Vec<String>>>,
+        slash: Arc<Mutex<Vec<Slash>>>,
+        tasks: tokio::task::JoinSet<()>,
+    }
+
+    impl Load {
+        fn start(fleet: &Fleet) -> Self {
+            let stop = CancellationToken::new();
+            let messages = Arc::new(Mutex::new(Vec::new()));
+            let slash = Arc::new(Mutex::new(Vec::new()));
+            let mut tasks = tokio::task::JoinSet::new();
+            let channels: Vec<(u64, u64)> = fleet
+                .sim
+                .world
+                .guilds
+                .iter()
+                .flat_map(|g| {
+                    let member = g.members[0].id;
+                    g.channels
+                        .iter()
+                        .filter(|c| c.name == "general" || c.name == "bots")
+                        .map(move |c| (c.id, member))
+                })
+                .collect();
+            {
+                let (control, stop, messages, channels) = (
+                    Control::new(&fleet.sim.rest_url),
+                    stop.clone(),
+                    Arc::clone(&messages),
+                    channels.clone(),
+                );
+                tasks.spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(50));
+                    for n in 0.. {
+                        tick.tick().await;
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                        let (channel, member) = channels[n % channels.len()];
+                        let sent = control.say(channel, member, "~~ping").await.unwrap();
+                        messages
+                            .lock()
+                            .unwrap()
+                            .push(sent["id"].as_str().unwrap().to_owned());
+                    }
+                });
+            }
+            {
+                let (control, stop, slash) = (
+                    Control::new(&fleet.sim.rest_url),
+                    stop.clone(),
+                    Arc::clone(&slash),
+                );
+                tasks.spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(200));
+                    for n in 0.. {
+                        tick.tick().await;
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                        let (channel, member) = channels[n % channels.len()];
+                        let created = control
+                            .command(channel, member, "ping", json!([]))
+                            .await
+                            .unwrap();
+                        let webhook = &created["webhook"];
+                        assert_eq!(webhook["status"], 200, "{created}");
+                        let body: Value =
+                            serde_json::from_str(webhook["body"].as_str().unwrap()).unwrap();
+                        slash.lock().unwrap().push(Slash {
+                            id: created["id"].as_str().unwrap().to_owned(),
+                            kind: body["type"].as_u64().unwrap(),
+                            elapsed_ms: webhook["elapsed_ms"].as_u64().unwrap(),
+                        });
+                    }
+                });
+            }
+            Self {
+                stop,
+                messages,
+                slash,
+                tasks,
+            }
+        }
+
+        async fn stop(mut self) -> (Vec<String>, Vec<Slash>) {
+            self.stop.cancel();
+            while let Some(done) = self.tasks.join_next().await {
+                done.unwrap();
+            }
+            let messages = std::mem::take(&mut *self.messages.lock().unwrap());
+            let slash = std::mem::take(&mut *self.slash.lock().unwrap());
+            (messages, slash)
+        }
+    }
+
+    /// Load for `before`, the fault, load for `after`.
+    async fn under_load(fleet: &Fleet, before: Duration) -> (Load, CancellationToken) {
+        let watching = CancellationToken::new();
+        fleet.watch_readiness(&watching);
+        let load = Load::start(fleet);
+        tokio::time::sleep(before).await;
+        (load, watching)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn worker_killed() {
+        let mut fleet = Fleet::start("worker-killed").await;
+        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+        fleet.restart("worker-a", "-KILL").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        watching.cancel();
+        fleet.finish(load).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateway_restarted() {
+        let mut fleet = Fleet::start("gateway-restarted").await;
+        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+        fleet.restart("gateway", "-TERM").await;
+        tests::until_shards_connected(&fleet.control, 2).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        watching.cancel();
+        assert!(
+            fleet.unready_seen("gateway"),
+            "the gateway was not ready while it restarted"
+        );
+        let shards = fleet.control.get("/shards").await.unwrap();
+        for log in shards["shards"].as_array().unwrap() {
+            assert_eq!(
+                log["identifies"].as_array().unwrap().len(),
+                1,
+                "the successor RESUMEd: {log}"
+            );
+        }
+        fleet.finish(load).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingress_cut_off() {
+        let fleet = Fleet::start("ingress-cut-off").await;
+        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+        rabbitmqctl(&[
+            "clear_permissions",
+            "-p",
+            fleet.vhost.name(),
+            &fleet.ingress_user,
+        ]);
+        let listed = rabbitmqctl(&[
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "-p",
+            fleet.vhost.name(),
+            "pid",
+            "user",
+        ]);
+        for line in listed.lines().filter(|l| l.contains(&fleet.ingress_user)) {
+            let connection = line.split_whitespace().next().unwrap();
+            rabbitmqctl(&["close_connection", connection, "chaos: ingress cut off"]);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        allow(&fleet.vhost, &fleet.ingress_user);
+        until_ready(fleet.processes["ingress"].admin).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        watching.cancel();
+        assert!(
+            fleet.unready_seen("ingress"),
+            "the ingress stayed ready without a bus"
+        );
+        fleet.finish(load).await;
+    }
+
+    /// Waits until guild `guild`'s call has carried `more` seconds of sound beyond `from`.
+    async fn until_heard(control: &Control, guild: u64, from: f64, more: f64) -> f64 {
+        let heard = |stats: &Value| stats["non_silent_seconds"].as_f64().unwrap_or(0.0);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let now = heard(&control.voice_stats(guild).await.unwrap());
+                if now >= from + more {
+                    return now;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the bot is heard")
+    }
+
+    /// The voice node dies mid-call (SIGKILL: no leave, no goodbye) and comes back: the text
+    /// commands never notice, and the next voice command joins again and is heard.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn voice_node_killed() {
+        let mut fleet = Fleet::start("voice-node-killed").await;
+        let guild = &fleet.sim.world.guilds[0];
+        let (guild_id, general, alice) = (guild.id, guild.channels[0].id, guild.members[0].id);
+        let lounge = guild
+            .channels
+            .iter()
+            .find(|c| c.name == "Lounge")
+            .unwrap()
+            .id;
+        fleet
+            .control
+            .voice(guild_id, alice, Some(lounge))
+            .await
+            .unwrap();
+        let (load, watching) = under_load(&fleet, Duration::from_secs(1)).await;
+        let answer = tests::reply_to(&fleet.control, general, alice, "~~play arpeggio.ogg").await;
+        assert_eq!(
+            answer["content"],
+            format!("▶️ Playing **arpeggio.ogg** in <#{lounge}>.")
+        );
+        let heard = until_heard(&fleet.control, guild_id, 0.0, 1.0).await;
+        fleet.restart("voice-node", "-KILL").await;
+        let answer = tests::reply_to(&fleet.control, general, alice, "~~voice back again").await;
+        assert_eq!(answer["content"], format!("🔊 Speaking in <#{lounge}>."));
+        until_heard(&fleet.control, guild_id, heard, 0.5).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        watching.cancel();
+        fleet.finish(load).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "restarts RabbitMQ for every test: scripts/test runs it alone, after the rest"]
+    async fn broker_restart() {
+        let fleet = Fleet::start("broker-restart").await;
+        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+        rabbitmqctl(&["stop_app"]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup"]);
+        for name in fleet.processes.keys() {
+            until_ready(fleet.processes[name].admin).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        watching.cancel();
+        for name in fleet.processes.keys() {
+            assert!(
+                fleet.unready_seen(name),
+                "{name} stayed ready without a broker"
+            );
+        }
+        fleet.finish(load).await;
+    }
+}
