@@ -151,6 +151,11 @@ impl Calls {
         left
     }
 
+    /// Drops the guild's call without leaving (it is in no channel).
+    pub(crate) fn forget(&self, guild_id: u64) {
+        self.lock().remove(&guild_id);
+    }
+
     pub(crate) fn all(&self) -> Vec<(u64, Arc<Guild>)> {
         self.lock()
             .iter()

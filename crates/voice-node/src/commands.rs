@@ -108,7 +108,12 @@ impl Node {
                     let call = guild.call.lock().await;
                     (call.current_channel(), call.queue().len())
                 };
-                let Some(channel) = channel else { continue };
+                let Some(channel) = channel else {
+                    // Not in a channel (a join that failed, or Discord removed the bot), and no
+                    // command at work on it: nothing to keep, so the map holds live calls only.
+                    node.forget_if_idle(guild_id, &guild);
+                    continue;
+                };
                 calls += 1;
                 playing += i64::from(tracks > 0);
                 queued += i64::try_from(tracks.saturating_sub(1)).unwrap_or(i64::MAX);
@@ -209,6 +214,23 @@ impl Node {
     fn turn(&self, guild_id: u64) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(turns.entry(guild_id).or_default())
+    }
+
+    /// Drops the guild's call if it is in no channel and no command is at work on it or
+    /// waiting for it. Checked under the turns' lock, which a command takes before it touches
+    /// the call, so no command can be handed the call being dropped.
+    fn forget_if_idle(&self, guild_id: u64, guild: &Guild) {
+        let turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        if turns.contains_key(&guild_id) {
+            return;
+        }
+        let Ok(call) = guild.call.try_lock() else {
+            return;
+        };
+        if call.current_channel().is_none() {
+            drop(call);
+            self.calls.forget(guild_id);
+        }
     }
 
     /// Forgets the guild's turn when no other command waits for it, so the map holds the guilds
