@@ -70,10 +70,15 @@ impl Fleet {
 
     fn role(&self, args: &[&str], token: Option<&str>) -> Child {
         let mut command = disco_command(binary(), args, &self.sim, &self.vhost);
-        command.env(
-            "DISCO_REST_PROXY_URL",
-            format!("http://{}", self.proxy_listen),
-        );
+        command
+            .env(
+                "DISCO_REST_PROXY_URL",
+                format!("http://{}", self.proxy_listen),
+            )
+            // Discord's pace alone keeps the last of 100 replies in a channel waiting ~100 s:
+            // the default 120 s reply deadline would drop some on a busy machine, and these
+            // tests are about limits, not deadlines.
+            .env("DISCO_WORKER_REPLY_DEADLINE_SECS", "600");
         if let Some(token) = token {
             command.env("DISCORD_TOKEN", token);
         }
