@@ -478,3 +478,61 @@ async fn identify_lock_contention_logs_no_error() {
     assert!(!logs.contains("ERROR"), "{logs}");
     sim.stop().await.unwrap();
 }
+
+/// A prefix command costs the broker one publish: the command's MESSAGE_CREATE. The bot's reply
+/// comes back from Discord as a MESSAGE_CREATE too, which every consumer would ignore; the
+/// gateway reads it and does not publish it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bots_own_messages_are_not_published() {
+    const COUNT: usize = 20;
+    let (sim, control) = simulate(|world| {
+        world.recommended_shards = 1;
+        tests::unthrottled(world);
+    })
+    .await;
+    let vhost = Vhost::new("own-messages");
+    let worker = spawn_disco(
+        std::path::Path::new(env!("CARGO_BIN_EXE_disco")),
+        &["command-worker"],
+        &sim,
+        &vhost,
+    );
+    tests::until_queues(&vhost, &["disco.command-worker"]).await;
+    let admin = tests::free_address();
+    let gateway = Gateway::start(&sim, &vhost, &["--metrics-listen", &admin.to_string()]);
+    until_shards_connected(&control, 1).await;
+    say_many(&sim, "~~ping", COUNT).await;
+    tokio::time::timeout(PATIENCE, async {
+        while tests::messages_sent(&control).await.len() < COUNT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every command answered");
+    // The echoes of the last replies are read a moment after they are sent.
+    let own = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let own = tests::metric(admin, "disco_gateway_shard_own_messages_total", &[]).await;
+            if own >= COUNT as f64 {
+                return own;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the replies' echoes are read");
+    let published = tests::metric(
+        admin,
+        "disco_gateway_shard_events_published_total",
+        &["event=\"MESSAGE_CREATE\""],
+    )
+    .await;
+    assert_eq!(
+        (published, own),
+        (COUNT as f64, COUNT as f64),
+        "one publish per command; the replies' echoes read, not published"
+    );
+    assert!(gateway.terminate().await.success());
+    drop(worker);
+    sim.stop().await.unwrap();
+}

@@ -1,5 +1,5 @@
 //! Reading a gateway frame just enough to route it: its opcode, event name, sequence, the raw
-//! bytes of `d` (never re-serialised) and the guild it belongs to.
+//! bytes of `d` (never re-serialised), the guild it belongs to and, for a message, its author.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -12,6 +12,8 @@ pub(crate) struct Dispatch<'a> {
     /// The exact bytes of `d` as Discord sent them.
     pub(crate) data: &'a str,
     pub(crate) guild_id: Option<u64>,
+    /// Who wrote it, for messages (`author.id`).
+    pub(crate) author_id: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -31,6 +33,14 @@ struct GuildRef<'a> {
     guild_id: Option<&'a str>,
     #[serde(borrow, default)]
     id: Option<&'a str>,
+    #[serde(borrow, default)]
+    author: Option<AuthorRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AuthorRef<'a> {
+    #[serde(borrow)]
+    id: &'a str,
 }
 
 /// The dispatch in `text`, or `None` for other opcodes and frames that are not JSON.
@@ -42,21 +52,24 @@ pub(crate) fn dispatch(text: &str) -> Option<Dispatch<'_>> {
     let (event, sequence, data) = (frame.t?, frame.s?, frame.d?);
     let data = data.get();
     // Guild events name their guild `guild_id`; the GUILD_* events are the guild, `id`.
-    let guild_id = serde_json::from_str::<GuildRef<'_>>(data)
-        .ok()
-        .and_then(|guild| {
-            let id = if event.starts_with("GUILD_") && !event.starts_with("GUILD_MEMBER") {
-                guild.id.or(guild.guild_id)
-            } else {
-                guild.guild_id
-            };
-            id?.parse().ok()
-        });
+    let refs = serde_json::from_str::<GuildRef<'_>>(data).ok();
+    let guild_id = refs.as_ref().and_then(|guild| {
+        let id = if event.starts_with("GUILD_") && !event.starts_with("GUILD_MEMBER") {
+            guild.id.or(guild.guild_id)
+        } else {
+            guild.guild_id
+        };
+        id?.parse().ok()
+    });
+    let author_id = refs
+        .and_then(|r| r.author)
+        .and_then(|author| author.id.parse().ok());
     Some(Dispatch {
         event,
         sequence,
         data,
         guild_id,
+        author_id,
     })
 }
 
@@ -68,12 +81,13 @@ mod tests {
     fn dispatches_are_read_without_touching_their_payload() {
         let rows = [
             (
-                r#"{"t":"MESSAGE_CREATE","s":7,"op":0,"d":{"guild_id":"42", "content" :"hi"}}"#,
+                r#"{"t":"MESSAGE_CREATE","s":7,"op":0,"d":{"guild_id":"42", "content" :"hi","author":{"id":"11","bot":true}}}"#,
                 Some(Dispatch {
                     event: "MESSAGE_CREATE",
                     sequence: 7,
-                    data: r#"{"guild_id":"42", "content" :"hi"}"#,
+                    data: r#"{"guild_id":"42", "content" :"hi","author":{"id":"11","bot":true}}"#,
                     guild_id: Some(42),
+                    author_id: Some(11),
                 }),
             ),
             (
@@ -83,6 +97,7 @@ mod tests {
                     sequence: 2,
                     data: r#"{"id":"9","name":"x"}"#,
                     guild_id: Some(9),
+                    author_id: None,
                 }),
             ),
             (
@@ -92,6 +107,7 @@ mod tests {
                     sequence: 1,
                     data: r#"{"v":10,"user":{"id":"5"}}"#,
                     guild_id: None,
+                    author_id: None,
                 }),
             ),
             (
@@ -101,6 +117,7 @@ mod tests {
                     sequence: 3,
                     data: "{}",
                     guild_id: None,
+                    author_id: None,
                 }),
             ),
             (r#"{"op":11}"#, None),

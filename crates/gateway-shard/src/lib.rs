@@ -228,8 +228,8 @@ impl Config {
 /// Why the gateway stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `GET /gateway/bot` failed.
-    #[error("cannot get the gateway's details from Discord")]
+    /// `GET /gateway/bot` or `GET /users/@me` failed.
+    #[error("cannot get the gateway's details or the bot's own user from Discord")]
     GatewayInfo(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Not enough identifies left today for the shards that cannot resume.
     #[error(
@@ -332,6 +332,16 @@ impl GatewayShard {
             .await
             .map_err(|e| Error::GatewayInfo(Box::new(e)))?;
         let limit = info.session_start_limit;
+        let bot_id = self
+            .rest
+            .current_user()
+            .await
+            .map_err(|e| Error::GatewayInfo(Box::new(e)))?
+            .model()
+            .await
+            .map_err(|e| Error::GatewayInfo(Box::new(e)))?
+            .id
+            .get();
         if let Some(total) = generation::superseded(&self.bus, self.config.shards.total()).await? {
             warn!(
                 total = self.config.shards.total(),
@@ -402,6 +412,7 @@ impl GatewayShard {
                 bus: self.bus.clone(),
                 metrics: self.metrics.clone(),
                 events: Arc::clone(&events),
+                bot_id,
                 buffer: self.config.publish_buffer.max(1),
                 buffer_bytes: self.config.publish_buffer_bytes,
                 buffered_bytes: 0,

@@ -28,6 +28,7 @@ pub(crate) struct CloseLabel {
 pub(crate) struct Metrics {
     pub(crate) published: Family<EventLabel, Counter>,
     pub(crate) unrouted: Family<EventLabel, Counter>,
+    pub(crate) own_messages: Counter,
     pub(crate) duplicates: Counter,
     pub(crate) deferred: Counter,
     pub(crate) confirm_seconds: Histogram,
@@ -57,6 +58,7 @@ impl Metrics {
         let metrics = Self {
             published: Family::default(),
             unrouted: Family::default(),
+            own_messages: Counter::default(),
             duplicates: Counter::default(),
             deferred: Counter::default(),
             confirm_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
@@ -85,6 +87,11 @@ impl Metrics {
             "events_unrouted",
             "Dispatches no consumer binds, by event (not kept)",
             metrics.unrouted.clone(),
+        );
+        r.register(
+            "own_messages",
+            "The bot's own messages, read and not published (every consumer would ignore them)",
+            metrics.own_messages.clone(),
         );
         r.register(
             "events_duplicate",

@@ -58,6 +58,8 @@ pub(crate) struct ShardTask {
     pub(crate) bus: bus::Bus,
     pub(crate) metrics: Metrics,
     pub(crate) events: Arc<BTreeSet<String>>,
+    /// The bot's user id: its own messages are not published.
+    pub(crate) bot_id: u64,
     pub(crate) buffer: usize,
     /// The most bytes the publishes waiting for their confirm may hold (a GUILD_CREATE can be
     /// megabytes: a count alone does not bound memory).
@@ -364,6 +366,12 @@ impl ShardTask {
         }
         self.last_sequence = Some(dispatch.sequence);
         if !self.events.contains(dispatch.event) {
+            return None;
+        }
+        // The bot's own messages come back as MESSAGE_CREATE: every reply would cost the broker
+        // a publish, a delivery and an ack that every consumer ignores.
+        if dispatch.event == "MESSAGE_CREATE" && dispatch.author_id == Some(self.bot_id) {
+            self.metrics.own_messages.inc();
             return None;
         }
         let event = dispatch.event.to_owned();

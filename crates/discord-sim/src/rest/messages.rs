@@ -166,5 +166,20 @@ pub(super) async fn create_message(
         message_reference: new.message_reference,
         flags: new.flags,
     });
+    drop(state);
+    // As on Discord, the bot's own message comes back to it on the gateway (with its content:
+    // the content intent never hides a bot's own messages from it).
+    let mut echo = message.clone();
+    echo["member"] = payload::member(&world.bot, true, now_ms());
+    if let Some(object) = echo["member"].as_object_mut() {
+        object.remove("user");
+    }
+    sim.dispatch(
+        "MESSAGE_CREATE",
+        Some(guild.id),
+        Some(crate::state::INTENT_GUILD_MESSAGES),
+        &echo,
+        None,
+    );
     Ok(with_headers(headers, StatusCode::OK, message))
 }
