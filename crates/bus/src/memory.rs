@@ -261,10 +261,10 @@ impl Broker {
     fn dead_letter(&self, message: Message, origin_queue: &str) {
         for queue in self.bound(Exchange::DeadLetters, origin_queue) {
             queue.push_back(Stored {
+                expires_at: expiry(&message),
                 message: message.clone(),
                 routing_key: origin_queue.to_owned(),
                 delivery_count: 0,
-                expires_at: None,
             });
         }
     }
@@ -340,8 +340,13 @@ fn take(
             continue;
         }
         in_flight.fetch_add(1, Ordering::AcqRel);
+        // As from RabbitMQ: a delivered message's expiry is what is left of it.
+        let mut message = stored.message.clone();
+        message.expires_after = stored
+            .expires_at
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()));
         return Some(Delivery::new(
-            stored.message.clone(),
+            message,
             stored.routing_key.clone(),
             queue.name.clone(),
             stored.delivery_count,

@@ -572,6 +572,46 @@ async fn requests_expiring_in_a_consumer_are_not_returned(mut h: Harness) {
     h.finish().await;
 }
 
+/// A dead-lettered message keeps its expiry: what is worthless after a while (an interaction's
+/// token) is not kept in the dead letters either.
+async fn dead_letters_keep_their_expiry(mut h: Harness) {
+    let queue = h.queue("short-lived");
+    let graveyard = h.queue("graveyard");
+    let mut dead = h
+        .bus
+        .subscribe(Subscription::shared(&graveyard).bind_dead_letters(&queue))
+        .await
+        .unwrap();
+    let mut consumer = h.bus.subscribe(Subscription::shared(&queue)).await.unwrap();
+    for (body, expiry) in [("short", Duration::from_millis(300)), ("long", PATIENCE)] {
+        h.bus
+            .publish(
+                Destination::Queue(queue.clone()),
+                Message::new(body).expiring_after(expiry),
+            )
+            .await
+            .unwrap();
+        recv(&mut consumer)
+            .await
+            .dead_letter("refused")
+            .await
+            .unwrap();
+    }
+    drop(dead);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    dead = h
+        .bus
+        .subscribe(Subscription::shared(&graveyard).bind_dead_letters(&queue))
+        .await
+        .unwrap();
+    let letter = recv(&mut dead).await;
+    assert_eq!(body(&letter), "long", "the short-lived dead letter expired");
+    letter.ack().await.unwrap();
+    assert_quiet(&mut dead).await;
+    drop((consumer, dead));
+    h.finish().await;
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -596,6 +636,7 @@ macro_rules! contract {
 contract!(
     publish_consume_ack,
     requests_expiring_in_a_consumer_are_not_returned,
+    dead_letters_keep_their_expiry,
     bindings_select_events,
     requeue_redelivers,
     consumer_that_dies_hands_over,

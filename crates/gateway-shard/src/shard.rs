@@ -33,6 +33,9 @@ type Publish = Pin<
     Box<dyn std::future::Future<Output = (String, Result<(), bus::Error>, Duration, usize)> + Send>,
 >;
 
+/// How long Discord accepts an interaction's token (follow-ups, edits).
+const INTERACTION_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
 /// How often a shard checkpoints its session (when its confirmed sequence moved), so a process
 /// that dies any way at all leaves its successor a session to RESUME.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
@@ -403,11 +406,15 @@ impl ShardTask {
         self.metrics.buffered.inc();
         self.buffered_bytes += bytes;
         self.pending.push_back(sequence);
+        let mut message = Message::new(body);
+        if event == "INTERACTION_CREATE" {
+            // Its token is worthless after 15 minutes: no queue, dead letters included, keeps
+            // it (or the member's input) longer.
+            message = message.expiring_after(INTERACTION_TOKEN_LIFETIME);
+        }
         Some(Box::pin(async move {
             let started = Instant::now();
-            let result = bus
-                .publish(Destination::Event(key), Message::new(body))
-                .await;
+            let result = bus.publish(Destination::Event(key), message).await;
             (event, result, started.elapsed(), bytes)
         }))
     }
