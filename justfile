@@ -68,5 +68,10 @@ bench-rest:
     cargo build --locked --release --bin disco
     cargo bench --locked -p tests --bench rest
 
+# CPU per command of `disco up` with Discord answering after 20 ms, paced by its global limit.
+bench-up:
+    cargo build --locked --release --bin disco
+    cargo bench --locked -p tests --bench up
+
 # Every benchmark.
-bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest
+bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest bench-up
