@@ -38,8 +38,17 @@ impl Vhost {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("disco-test-{test}-{}-{n}", std::process::id());
         rabbitmqctl(&["add_vhost", &name]);
-        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
-        Self { name }
+        let vhost = Self { name };
+        vhost.allow("guest");
+        vhost
+    }
+
+    /// Gives `user` every permission on the virtual host (again, after a test took them).
+    ///
+    /// # Panics
+    /// When `rabbitmqctl` fails.
+    pub fn allow(&self, user: &str) {
+        rabbitmqctl(&["set_permissions", "-p", &self.name, user, ".*", ".*", ".*"]);
     }
 
     /// The AMQP URL of the virtual host.
@@ -471,6 +480,36 @@ pub fn unthrottled(world: &mut discord_sim::World) {
     };
     world.rate_limits.messages_per_channel = generous;
     world.rate_limits.global = generous;
+}
+
+/// The simulator with `world` as `change` makes it, delivering interactions to the webhook at
+/// `ingress`, with the standard slash commands registered; and its control API.
+///
+/// # Panics
+/// When the simulator does not start or refuses the commands.
+pub async fn webhook_simulator(
+    ingress: std::net::SocketAddr,
+    change: impl FnOnce(&mut discord_sim::World),
+) -> (Simulator, Control) {
+    let mut config = discord_sim::Config {
+        interactions_url: Some(format!("http://{ingress}/interactions")),
+        ..discord_sim::Config::default()
+    };
+    change(&mut config.world);
+    let sim = Simulator::start("127.0.0.1:0".parse().expect("an address"), config)
+        .await
+        .expect("the simulator starts");
+    command_worker::sync(
+        &command_worker::Commands::standard(),
+        sim.bot_client(),
+        sim.world.application_id,
+        None,
+        false,
+    )
+    .await
+    .expect("the commands are registered");
+    let control = Control::new(&sim.rest_url);
+    (sim, control)
 }
 
 /// Waits until every command in `ids` (a message's id, the nonce of its reply; or an

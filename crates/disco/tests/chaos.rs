@@ -19,7 +19,7 @@ mod chaos {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use discord_sim::{Config as SimConfig, Control, Simulator};
+    use discord_sim::{Control, Simulator};
     use serde_json::{Value, json};
     use tests::{
         Vhost, disco_command, free_address, is_ready, rabbitmqctl, until_answered_once,
@@ -63,28 +63,11 @@ mod chaos {
     impl Fleet {
         async fn start(name: &str) -> Self {
             let ingress = free_address();
-            let mut config = SimConfig {
-                interactions_url: Some(format!("http://{ingress}/interactions")),
-                ..SimConfig::default()
-            };
-            tests::unthrottled(&mut config.world);
-            let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-                .await
-                .unwrap();
-            let control = Control::new(&sim.rest_url);
-            command_worker::sync(
-                &command_worker::Commands::standard(),
-                sim.bot_client(),
-                sim.world.application_id,
-                None,
-                false,
-            )
-            .await
-            .unwrap();
+            let (sim, control) = tests::webhook_simulator(ingress, tests::unthrottled).await;
             let vhost = Vhost::new(&format!("chaos-{name}"));
             let ingress_user = format!("{}-ingress", vhost.name());
             rabbitmqctl(&["add_user", &ingress_user, "ingress"]);
-            allow(&vhost, &ingress_user);
+            vhost.allow(&ingress_user);
             let ca = std::env::temp_dir().join(format!("{}-ca.pem", vhost.name()));
             std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
             let mut fleet = Self {
@@ -265,18 +248,6 @@ mod chaos {
         }
     }
 
-    fn allow(vhost: &Vhost, user: &str) {
-        rabbitmqctl(&[
-            "set_permissions",
-            "-p",
-            vhost.name(),
-            user,
-            ".*",
-            ".*",
-            ".*",
-        ]);
-    }
-
     /// An interaction's webhook answer.
     struct Slash {
         id: String,
@@ -450,7 +421,7 @@ mod chaos {
             rabbitmqctl(&["close_connection", connection, "chaos: ingress cut off"]);
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
-        allow(&fleet.vhost, &fleet.ingress_user);
+        fleet.vhost.allow(&fleet.ingress_user);
         until_ready(fleet.processes["ingress"].admin).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         watching.cancel();

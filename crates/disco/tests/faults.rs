@@ -42,23 +42,7 @@ async fn slash(control: &Control, sim: &Simulator, name: &str) -> (String, Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
     let ingress = free_address();
-    let sim_config = SimConfig {
-        interactions_url: Some(format!("http://{ingress}/interactions")),
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), sim_config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
-    command_worker::sync(
-        &command_worker::Commands::standard(),
-        sim.bot_client(),
-        sim.world.application_id,
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    let (sim, control) = tests::webhook_simulator(ingress, |_| {}).await;
     let vhost = Vhost::new("ingress-outage");
     let worker_admin = free_address();
     let mut worker = tests::disco_command(Path::new(DISCO), &["command-worker"], &sim, &vhost);
@@ -104,15 +88,7 @@ async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
     );
 
     rabbitmqctl(&["add_vhost", vhost.name()]);
-    rabbitmqctl(&[
-        "set_permissions",
-        "-p",
-        vhost.name(),
-        "guest",
-        ".*",
-        ".*",
-        ".*",
-    ]);
+    vhost.allow("guest");
     let back = Instant::now();
     until_ready(ingress_admin).await;
     until_ready(worker_admin).await;

@@ -338,15 +338,7 @@ async fn a_long_broker_outage_keeps_the_session_and_loses_nothing() {
     close_connections(&vhost, gateway.pid(), "long outage test");
     say_many(&sim, "during", COUNT).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    rabbitmqctl(&[
-        "set_permissions",
-        "-p",
-        vhost.name(),
-        "guest",
-        ".*",
-        ".*",
-        ".*",
-    ]);
+    vhost.allow("guest");
 
     let mut seen = BTreeSet::new();
     while seen.len() < COUNT {

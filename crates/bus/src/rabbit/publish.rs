@@ -33,14 +33,9 @@ impl Broker {
                 Ok(channel) => channel,
                 Err(Error::Closed) => return Err(Error::Closed),
                 Err(error) => {
-                    let delay = backoff.next();
-                    warn!(
-                        error = &error as &dyn std::error::Error,
-                        routing_key,
-                        ?delay,
-                        "cannot set up a channel to publish on, retrying"
-                    );
-                    self.pause(delay).await?;
+                    let why = "cannot set up a channel to publish on";
+                    self.again(&mut backoff, routing_key, why, Some(&error))
+                        .await?;
                     continue;
                 }
             };
@@ -70,14 +65,9 @@ impl Broker {
                     match declare_shared(&channel, routing_key, shape).await {
                         Ok(()) => declared = true,
                         Err(error) => {
-                            let delay = backoff.next();
-                            warn!(
-                                error = &error as &dyn std::error::Error,
-                                routing_key,
-                                ?delay,
-                                "cannot declare the queue, retrying"
-                            );
-                            self.pause(delay).await?;
+                            let why = "cannot declare the queue";
+                            self.again(&mut backoff, routing_key, why, Some(&error))
+                                .await?;
                         }
                     }
                 }
@@ -85,22 +75,35 @@ impl Broker {
                     return Err(Error::Unroutable(routing_key.to_owned()));
                 }
                 Ok(Confirmation::Nack(_)) => {
-                    let delay = backoff.next();
-                    warn!(routing_key, ?delay, "rabbitmq refused a message, retrying");
-                    self.pause(delay).await?;
+                    let why = "rabbitmq refused a message";
+                    self.again(&mut backoff, routing_key, why, None).await?;
                 }
                 Err(error) => {
-                    let delay = backoff.next();
-                    warn!(
-                        error = &error as &dyn std::error::Error,
-                        routing_key,
-                        ?delay,
-                        "publish failed, retrying"
-                    );
-                    self.pause(delay).await?;
+                    let error = Error::from(error);
+                    self.again(&mut backoff, routing_key, "publish failed", Some(&error))
+                        .await?;
                 }
             }
         }
+    }
+
+    /// Says why a publish is tried again, then waits the backoff's next delay (unless the bus
+    /// closes first).
+    async fn again(
+        &self,
+        backoff: &mut Backoff,
+        routing_key: &str,
+        why: &str,
+        error: Option<&Error>,
+    ) -> Result<(), Error> {
+        let delay = backoff.next();
+        warn!(
+            error = error.map(|e| e as &dyn std::error::Error),
+            routing_key,
+            ?delay,
+            "{why}, retrying"
+        );
+        self.pause(delay).await
     }
 
     pub(crate) async fn publish(
