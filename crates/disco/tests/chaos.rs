@@ -6,9 +6,10 @@
 //! within Discord's 3 s (deferred counts, and its edit must follow), no simulator violation,
 //! readiness dropped where the fault should drop it and recovered, and every process back.
 //!
-//! Each fault is a scenario of its own: `cargo nextest run chaos::<name>`. `broker_restart`
-//! stops and starts the whole broker, which would disturb every other test: it is ignored in
-//! the normal run and `scripts/test` runs it alone afterwards.
+//! Each fault is a scenario of its own (`cargo nextest run chaos::<name>`), and `all_faults`
+//! injects them all, one after the other, into one fleet under one load. `broker_restart` and
+//! `all_faults` stop and start the whole broker, which would disturb every other test: they
+//! are ignored in the normal run and `scripts/test` runs them alone afterwards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -364,43 +365,84 @@ mod chaos {
         (load, watching)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn worker_killed() {
-        let mut fleet = Fleet::start("worker-killed").await;
-        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
-        fleet.restart("worker-a", "-KILL").await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        watching.cancel();
-        fleet.finish(load).await;
+    /// Waits until guild `guild`'s call has carried `more` seconds of sound beyond `from`.
+    async fn until_heard(control: &Control, guild: u64, from: f64, more: f64) -> f64 {
+        let heard = |stats: &Value| stats["non_silent_seconds"].as_f64().unwrap_or(0.0);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let now = heard(&control.voice_stats(guild).await.unwrap());
+                if now >= from + more {
+                    return now;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the bot is heard")
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn gateway_restarted() {
-        let mut fleet = Fleet::start("gateway-restarted").await;
-        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+    /// A worker SIGKILLed, and started again: what it held unacked goes to the other.
+    async fn kill_a_worker(fleet: &mut Fleet) {
+        fleet.restart("worker-a", "-KILL").await;
+    }
+
+    /// The gateway SIGTERMed and started again: its successor RESUMEs every shard.
+    async fn restart_the_gateway(fleet: &mut Fleet) {
+        let before = identifies(&fleet.control).await;
         fleet.restart("gateway", "-TERM").await;
         tests::until_shards_connected(&fleet.control, 2).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        watching.cancel();
+        assert_eq!(
+            identifies(&fleet.control).await,
+            before,
+            "the successor RESUMEd"
+        );
         assert!(
             fleet.unready_seen("gateway"),
             "the gateway was not ready while it restarted"
         );
-        let shards = fleet.control.get("/shards").await.unwrap();
-        for log in shards["shards"].as_array().unwrap() {
-            assert_eq!(
-                log["identifies"].as_array().unwrap().len(),
-                1,
-                "the successor RESUMEd: {log}"
-            );
-        }
-        fleet.finish(load).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ingress_cut_off() {
-        let fleet = Fleet::start("ingress-cut-off").await;
-        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+    async fn identifies(control: &Control) -> usize {
+        let shards = control.get("/shards").await.unwrap();
+        shards["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|log| log["identifies"].as_array().unwrap().len())
+            .sum()
+    }
+
+    /// The voice node SIGKILLed mid-call (no leave, no goodbye) and started again: the next
+    /// voice command joins again and is heard.
+    async fn kill_the_voice_node_mid_call(fleet: &mut Fleet) {
+        let guild = &fleet.sim.world.guilds[0];
+        let (guild_id, general, alice) = (guild.id, guild.channels[0].id, guild.members[0].id);
+        let lounge = guild
+            .channels
+            .iter()
+            .find(|c| c.name == "Lounge")
+            .unwrap()
+            .id;
+        fleet
+            .control
+            .voice(guild_id, alice, Some(lounge))
+            .await
+            .unwrap();
+        let answer = tests::reply_to(&fleet.control, general, alice, "~~play arpeggio.ogg").await;
+        assert_eq!(
+            answer["content"],
+            format!("▶️ Playing **arpeggio.ogg** in <#{lounge}>.")
+        );
+        let heard = until_heard(&fleet.control, guild_id, 0.0, 1.0).await;
+        fleet.restart("voice-node", "-KILL").await;
+        let answer = tests::reply_to(&fleet.control, general, alice, "~~voice back again").await;
+        assert_eq!(answer["content"], format!("🔊 Speaking in <#{lounge}>."));
+        until_heard(&fleet.control, guild_id, heard, 0.5).await;
+    }
+
+    /// The ingress cut off the bus for 10 s (its RabbitMQ user loses its permissions and its
+    /// connection): interactions are still answered in time, deferred, and edited later.
+    async fn cut_the_ingress_off(fleet: &mut Fleet) {
         rabbitmqctl(&[
             "clear_permissions",
             "-p",
@@ -423,85 +465,65 @@ mod chaos {
         tokio::time::sleep(Duration::from_secs(10)).await;
         fleet.vhost.allow(&fleet.ingress_user);
         until_ready(fleet.processes["ingress"].admin).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        watching.cancel();
         assert!(
             fleet.unready_seen("ingress"),
             "the ingress stayed ready without a bus"
         );
-        fleet.finish(load).await;
     }
 
-    /// Waits until guild `guild`'s call has carried `more` seconds of sound beyond `from`.
-    async fn until_heard(control: &Control, guild: u64, from: f64, more: f64) -> f64 {
-        let heard = |stats: &Value| stats["non_silent_seconds"].as_f64().unwrap_or(0.0);
-        tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let now = heard(&control.voice_stats(guild).await.unwrap());
-                if now >= from + more {
-                    return now;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .expect("the bot is heard")
-    }
-
-    /// The voice node dies mid-call (SIGKILL: no leave, no goodbye) and comes back: the text
-    /// commands never notice, and the next voice command joins again and is heard.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn voice_node_killed() {
-        let mut fleet = Fleet::start("voice-node-killed").await;
-        let guild = &fleet.sim.world.guilds[0];
-        let (guild_id, general, alice) = (guild.id, guild.channels[0].id, guild.members[0].id);
-        let lounge = guild
-            .channels
-            .iter()
-            .find(|c| c.name == "Lounge")
-            .unwrap()
-            .id;
-        fleet
-            .control
-            .voice(guild_id, alice, Some(lounge))
-            .await
-            .unwrap();
-        let (load, watching) = under_load(&fleet, Duration::from_secs(1)).await;
-        let answer = tests::reply_to(&fleet.control, general, alice, "~~play arpeggio.ogg").await;
-        assert_eq!(
-            answer["content"],
-            format!("▶️ Playing **arpeggio.ogg** in <#{lounge}>.")
-        );
-        let heard = until_heard(&fleet.control, guild_id, 0.0, 1.0).await;
-        fleet.restart("voice-node", "-KILL").await;
-        let answer = tests::reply_to(&fleet.control, general, alice, "~~voice back again").await;
-        assert_eq!(answer["content"], format!("🔊 Speaking in <#{lounge}>."));
-        until_heard(&fleet.control, guild_id, heard, 0.5).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        watching.cancel();
-        fleet.finish(load).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "restarts RabbitMQ for every test: scripts/test runs it alone, after the rest"]
-    async fn broker_restart() {
-        let fleet = Fleet::start("broker-restart").await;
-        let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+    /// RabbitMQ stopped for 5 s (`stop_app`) and started again: every process drops readiness
+    /// and is back; how long after the broker answers is printed.
+    async fn restart_the_broker(fleet: &mut Fleet) {
         rabbitmqctl(&["stop_app"]);
         tokio::time::sleep(Duration::from_secs(5)).await;
         rabbitmqctl(&["start_app"]);
         rabbitmqctl(&["await_startup"]);
+        let back = std::time::Instant::now();
         for name in fleet.processes.keys() {
             until_ready(fleet.processes[name].admin).await;
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        watching.cancel();
+        println!(
+            "every process ready {} ms after the broker answered again",
+            back.elapsed().as_millis()
+        );
         for name in fleet.processes.keys() {
             assert!(
                 fleet.unready_seen(name),
                 "{name} stayed ready without a broker"
             );
         }
-        fleet.finish(load).await;
     }
+
+    /// One fault in a fleet under load: three seconds of load before, three after.
+    macro_rules! scenario {
+        ($(#[$attribute:meta])* $name:ident: $($fault:ident),+) => {
+            $(#[$attribute])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let mut fleet = Fleet::start(stringify!($name)).await;
+                let (load, watching) = under_load(&fleet, Duration::from_secs(3)).await;
+                $(
+                    $fault(&mut fleet).await;
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                )+
+                watching.cancel();
+                fleet.finish(load).await;
+            }
+        };
+    }
+
+    scenario!(worker_killed: kill_a_worker);
+    scenario!(gateway_restarted: restart_the_gateway);
+    scenario!(voice_node_killed: kill_the_voice_node_mid_call);
+    scenario!(ingress_cut_off: cut_the_ingress_off);
+    scenario!(
+        #[ignore = "restarts RabbitMQ for every test: scripts/test runs it alone, after the rest"]
+        broker_restart: restart_the_broker
+    );
+    scenario!(
+        /// Every fault, one after the other, in one fleet under one steady load.
+        #[ignore = "restarts RabbitMQ for every test: scripts/test runs it alone, after the rest"]
+        all_faults: restart_the_broker, kill_a_worker, restart_the_gateway,
+            kill_the_voice_node_mid_call, cut_the_ingress_off
+    );
 }
