@@ -20,12 +20,7 @@ use tests::{Options, Platform, Transport};
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 fn main() {
-    let env = |name: &str, default: usize| -> usize {
-        std::env::var(name)
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(default)
-    };
+    let env = |name: &str, default: usize| tests::measure::setting(name, default);
     let (rate, seconds) = (env("RATE", 40), env("SECONDS", 20));
     let count = rate * seconds;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -21,12 +21,7 @@ use tests::{free_address, release_disco, until_ready};
 use twilight_model::id::Id;
 
 fn main() {
-    let env = |name: &str, default: u64| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(default)
-    };
+    let env = |name: &str, default: u64| tests::measure::setting(name, default);
     let (latency, concurrency, seconds) = (
         env("LATENCY", 20),
         env("CONCURRENCY", 64),

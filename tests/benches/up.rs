@@ -18,12 +18,7 @@ use tests::measure::{cpu_seconds, rss_kib};
 use tests::{free_address, messages_sent, release_disco, say_many_in, until_ready};
 
 fn main() {
-    let env = |name: &str, default: u64| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(default)
-    };
+    let env = |name: &str, default: u64| tests::measure::setting(name, default);
     let (latency, count, channels) = (env("LATENCY", 20), env("COUNT", 2_000), env("CHANNELS", 16));
     let Some(disco) = release_disco("bench-up") else {
         return;

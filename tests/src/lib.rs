@@ -457,6 +457,66 @@ pub async fn start_rest_proxy(
     proxy
 }
 
+/// Starts `disco` with `args` and `env` (beside [`disco_command`]'s settings), its admin
+/// endpoints on a free address; returns it and that address once it is ready. Killed when
+/// dropped.
+///
+/// # Panics
+/// When it does not start or become ready.
+pub async fn start_role(
+    disco: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    sim: &Simulator,
+    vhost: &Vhost,
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let admin = free_address();
+    let mut command = disco_command(disco, args, sim, vhost);
+    command.env("DISCO_METRICS_LISTEN", admin.to_string());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().expect("disco starts");
+    until_ready(admin).await;
+    (child, admin)
+}
+
+/// What Discord's webhook call got back for an interaction.
+#[derive(Debug)]
+pub struct WebhookAnswer {
+    /// The interaction's id.
+    pub id: String,
+    /// The response body, parsed.
+    pub body: Value,
+    /// How long the endpoint took to answer.
+    pub elapsed_ms: u64,
+}
+
+/// `member` runs the slash command `name` (no options) in `channel`; the simulator delivers
+/// it to the interactions webhook.
+///
+/// # Panics
+/// When the simulator refuses it, or the webhook does not answer 200 with JSON.
+pub async fn slash_through_webhook(
+    control: &Control,
+    channel: u64,
+    member: u64,
+    name: &str,
+) -> WebhookAnswer {
+    let created = control
+        .command(channel, member, name, Value::Array(Vec::new()))
+        .await
+        .expect("the simulator takes the command");
+    let webhook = &created["webhook"];
+    assert_eq!(webhook["status"], 200, "{created}");
+    WebhookAnswer {
+        id: created["id"].as_str().expect("an id").to_owned(),
+        body: serde_json::from_str(webhook["body"].as_str().unwrap_or_default())
+            .expect("a JSON answer"),
+        elapsed_ms: webhook["elapsed_ms"].as_u64().expect("a time"),
+    }
+}
+
 /// Every message the bot sent, in order.
 ///
 /// # Panics
@@ -639,6 +699,15 @@ pub fn release_disco(what: &str) -> Option<std::path::PathBuf> {
 
 /// What benchmarks read of processes, from `/proc`.
 pub mod measure {
+    /// A benchmark's setting: the environment variable `name` if it holds a `T`, else
+    /// `default`.
+    pub fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    }
+
     /// CPU seconds (user + system) a process has used.
     pub fn cpu_seconds(pid: u32) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

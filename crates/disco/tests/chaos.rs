@@ -21,7 +21,7 @@ mod chaos {
     use std::time::Duration;
 
     use discord_sim::{Control, Simulator};
-    use serde_json::{Value, json};
+    use serde_json::Value;
     use tests::{
         Vhost, disco_command, free_address, is_ready, rabbitmqctl, until_answered_once,
         until_ready, until_sent,
@@ -321,18 +321,12 @@ mod chaos {
                             return;
                         }
                         let (channel, member) = channels[n % channels.len()];
-                        let created = control
-                            .command(channel, member, "ping", json!([]))
-                            .await
-                            .unwrap();
-                        let webhook = &created["webhook"];
-                        assert_eq!(webhook["status"], 200, "{created}");
-                        let body: Value =
-                            serde_json::from_str(webhook["body"].as_str().unwrap()).unwrap();
+                        let answer =
+                            tests::slash_through_webhook(&control, channel, member, "ping").await;
                         slash.lock().unwrap().push(Slash {
-                            id: created["id"].as_str().unwrap().to_owned(),
-                            kind: body["type"].as_u64().unwrap(),
-                            elapsed_ms: webhook["elapsed_ms"].as_u64().unwrap(),
+                            kind: answer.body["type"].as_u64().unwrap(),
+                            id: answer.id,
+                            elapsed_ms: answer.elapsed_ms,
                         });
                     }
                 });

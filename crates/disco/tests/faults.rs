@@ -12,26 +12,13 @@ use tests::{Vhost, free_address, is_ready, rabbitmqctl, until_ready, until_sent}
 
 const DISCO: &str = env!("CARGO_BIN_EXE_disco");
 
-/// What the webhook answered a slash command, and how long it took.
+/// What the webhook answered `/name` from the first member in the first channel.
 async fn slash(control: &Control, sim: &Simulator, name: &str) -> (String, Value, u64) {
     let guild = &sim.world.guilds[0];
-    let created = control
-        .command(
-            guild.channels[0].id,
-            guild.members[0].id,
-            name,
-            Value::Array(Vec::new()),
-        )
-        .await
-        .unwrap();
-    let webhook = &created["webhook"];
-    assert_eq!(webhook["status"], 200, "{created}");
-    let body: Value = serde_json::from_str(webhook["body"].as_str().unwrap()).unwrap();
-    (
-        created["id"].as_str().unwrap().to_owned(),
-        body,
-        webhook["elapsed_ms"].as_u64().unwrap(),
-    )
+    let answer =
+        tests::slash_through_webhook(control, guild.channels[0].id, guild.members[0].id, name)
+            .await;
+    (answer.id, answer.body, answer.elapsed_ms)
 }
 
 /// RabbitMQ goes away under the ingress (its virtual host is deleted, which closes every
@@ -44,21 +31,17 @@ async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
     let ingress = free_address();
     let (sim, control) = tests::webhook_simulator(ingress, |_| {}).await;
     let vhost = Vhost::new("ingress-outage");
-    let worker_admin = free_address();
-    let mut worker = tests::disco_command(Path::new(DISCO), &["command-worker"], &sim, &vhost);
-    worker.env("DISCO_METRICS_LISTEN", worker_admin.to_string());
-    let _worker = worker.spawn().unwrap();
-    until_ready(worker_admin).await;
-    let ingress_admin = free_address();
-    let mut command =
-        tests::disco_command(Path::new(DISCO), &["interactions-ingress"], &sim, &vhost);
-    command
-        .env("DISCO_METRICS_LISTEN", ingress_admin.to_string())
-        .env("DISCO_INGRESS_LISTEN", ingress.to_string())
-        .env("DISCO_PUBLIC_KEY", &sim.public_key)
-        .env("DISCO_INGRESS_LATE_ANSWER_SECS", "3");
-    let _ingress = command.spawn().unwrap();
-    until_ready(ingress_admin).await;
+    let disco = Path::new(DISCO);
+    let (_worker, worker_admin) =
+        tests::start_role(disco, &["command-worker"], &[], &sim, &vhost).await;
+    let ingress_listen = ingress.to_string();
+    let ingress_env = [
+        ("DISCO_INGRESS_LISTEN", ingress_listen.as_str()),
+        ("DISCO_PUBLIC_KEY", sim.public_key.as_str()),
+        ("DISCO_INGRESS_LATE_ANSWER_SECS", "3"),
+    ];
+    let (_ingress, ingress_admin) =
+        tests::start_role(disco, &["interactions-ingress"], &ingress_env, &sim, &vhost).await;
 
     let (_, answered, _) = slash(&control, &sim, "ping").await;
     assert_eq!(
@@ -144,11 +127,8 @@ async fn poison_is_dead_lettered_and_ops_list_replay_and_purge_it() {
         .await
         .unwrap();
     let vhost = Vhost::new("dead-letters");
-    let admin = free_address();
-    let mut worker = tests::disco_command(Path::new(DISCO), &["command-worker"], &sim, &vhost);
-    worker.env("DISCO_METRICS_LISTEN", admin.to_string());
-    let _worker = worker.spawn().unwrap();
-    until_ready(admin).await;
+    let (_worker, admin) =
+        tests::start_role(Path::new(DISCO), &["command-worker"], &[], &sim, &vhost).await;
 
     let queues = rabbitmqctl(&["list_queues", "-p", vhost.name(), "name", "arguments"]);
     let dead = queues
