@@ -383,27 +383,12 @@ pub(crate) const DEAD_LETTERS_TTL: Duration = Duration::from_secs(7 * 24 * 3600)
 /// arguments and closes the channel): it is used as it is, with a warning saying how to bound
 /// it with a policy. Returns a usable channel.
 async fn declare_dead_letters(connection: &Connection, channel: Channel) -> Result<Channel, Error> {
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    arguments.insert(
-        "x-max-length".into(),
-        AMQPValue::LongLongInt(DEAD_LETTERS_MAX),
-    );
-    arguments.insert(
-        "x-max-length-bytes".into(),
-        AMQPValue::LongLongInt(DEAD_LETTERS_MAX_BYTES),
-    );
-    arguments.insert(
-        "x-message-ttl".into(),
-        AMQPValue::LongLongInt(i64::try_from(DEAD_LETTERS_TTL.as_millis()).unwrap_or(i64::MAX)),
-    );
-    arguments.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("drop-head".into()),
-    );
+    let ttl = i64::try_from(DEAD_LETTERS_TTL.as_millis()).unwrap_or(i64::MAX);
+    let arguments = quorum(&[
+        ("x-max-length", DEAD_LETTERS_MAX),
+        ("x-max-length-bytes", DEAD_LETTERS_MAX_BYTES),
+        ("x-message-ttl", ttl),
+    ]);
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
@@ -416,23 +401,47 @@ async fn declare_dead_letters(connection: &Connection, channel: Channel) -> Resu
         Err(error) => {
             // PRECONDITION_FAILED closed the channel; anything else fails again here.
             let channel = connection.create_channel().await?;
-            channel
-                .queue_declare(
-                    DEAD_LETTER_EXCHANGE.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..durable
-                    },
-                    FieldTable::default(),
-                )
+            declare_existing(&channel, DEAD_LETTER_EXCHANGE)
                 .await
-                .map_err(|_| error)?;
+                .map_err(|_| Error::from(error))?;
             warn!(
                 "{DEAD_LETTER_EXCHANGE} exists without bounds (declared by an earlier version): bound it with the policy in deploy/README.md"
             );
             Ok(channel)
         }
     }
+}
+
+/// Checks that queue `name` exists, whatever its arguments (a passive declare).
+async fn declare_existing(channel: &Channel, name: &str) -> Result<(), Error> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await?;
+    Ok(())
+}
+
+/// A quorum queue's arguments (durable, replicated, and it counts deliveries), with `bounds`
+/// (`x-max-length`, `x-message-ttl`, ...): past a length bound the oldest message is dropped.
+fn quorum(bounds: &[(&str, i64)]) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    for (name, value) in bounds {
+        arguments.insert((*name).into(), AMQPValue::LongLongInt(*value));
+    }
+    if !bounds.is_empty() {
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+    }
+    arguments
 }
 
 /// Declares a shared queue: durable, quorum (replicated, and it counts deliveries).
@@ -444,31 +453,13 @@ pub(super) async fn declare_shared(
     if name == DEAD_LETTER_EXCHANGE {
         // Declared with its bounds on connecting; declared here without them, RabbitMQ would
         // refuse the difference.
-        channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        return Ok(());
+        return declare_existing(channel, name).await;
     }
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    if shape == Shape::Latest {
+    let arguments = match shape {
+        Shape::Shared => quorum(&[]),
         // Room for one: a new message drops the one before it.
-        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
-        arguments.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("drop-head".into()),
-        );
-    }
+        Shape::Latest => quorum(&[("x-max-length", 1)]),
+    };
     channel
         .queue_declare(
             name.into(),
