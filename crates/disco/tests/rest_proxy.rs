@@ -450,3 +450,42 @@ async fn two_proxy_replicas_hold_the_limits_once() {
     let violations = control.violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
 }
+
+/// A caller that goes away while its request is with Discord (its connection dropped) does not
+/// cut the exchange short: the proxy reads Discord's answer to its end and learns what it says
+/// of the bucket. (Cut short, the next window's timing came from stale knowledge: a 429.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_leaving_mid_request_does_not_cut_the_exchange_short() {
+    use tokio::io::AsyncWriteExt;
+    let world = World {
+        rest_latency_ms: 500,
+        ..discord_world()
+    };
+    let fleet = Fleet::start("caller-leaves", world, &[], 0).await;
+    let channel = fleet.sim.world.guilds[0].channels[0].id;
+    let body = r#"{"content":"left behind"}"#;
+    let request = format!(
+        "POST /api/v10/channels/{channel}/messages HTTP/1.1\r\nhost: proxy\r\nauthorization: Bot {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        fleet.sim.world.token,
+        body.len()
+    );
+    let answers = "disco_rest_proxy_discord_seconds_count";
+    let before = fleet.proxy_metric(answers, &[]).await;
+    let mut stream = tokio::net::TcpStream::connect(fleet.proxy_listen)
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    // Discord's answer read to its end: timed, and the message made.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while fleet.proxy_metric(answers, &[]).await < before + 1.0
+            || messages_sent(&fleet.control).await.is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the exchange was cut short when the caller left"));
+    fleet.assert_no_violations().await;
+}

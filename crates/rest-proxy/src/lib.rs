@@ -32,7 +32,7 @@ use url::Url;
 pub use disco_proto::InvalidConfig;
 
 use budget::{Budget, Known};
-use limits::{Answer, Limits, Refusal};
+use limits::{Answer, Limits, Refusal, Turn};
 use metrics::{LimitedLabel, Metrics, RefusedLabel, RequestLabel};
 use route::Route;
 
@@ -572,58 +572,31 @@ async fn forward(
             shared.limits.done(turn, None);
             return shared.known(&route, known);
         }
-        let sent = Instant::now();
         let timeout = deadline
-            .saturating_duration_since(sent)
+            .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        let result = shared
+        let request = shared
             .client
             .request(method.clone(), &url)
             .headers(outgoing.clone())
             .body(body.clone())
-            .timeout(timeout)
-            .send()
-            .await;
-        let response = match result {
-            Ok(response) => response,
-            Err(error) => {
-                shared.limits.done(turn, None);
-                // Without its URL: interaction and webhook URLs hold tokens.
-                let error = error.without_url();
-                tracing::warn!(route = %route.template, %error, "discord unreachable");
-                return shared.refused(
-                    &route,
-                    StatusCode::BAD_GATEWAY,
-                    "unreachable",
-                    "Discord did not answer",
-                    None,
-                );
-            }
+            .timeout(timeout);
+        // Once its turn is taken, the exchange with Discord runs to its end in a task of its
+        // own: a caller that goes away (its connection dropped) would otherwise cancel it
+        // halfway, and what Discord's answer says of the bucket would never be learned.
+        let exchange = tokio::spawn(exchange(
+            Arc::clone(&shared),
+            turn,
+            request,
+            route.clone(),
+            credential,
+        ));
+        let (status_code, answer, response_headers, body) = match exchange.await {
+            Ok(Ok(exchanged)) => exchanged,
+            Ok(Err(refused)) => return refused,
+            Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
         };
-        let status_code = response.status();
         let status = status_code.as_u16();
-        let answer = Answer::read(status, response.headers());
-        let response_headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) => {
-                shared.limits.done(turn, Some(&answer));
-                let error = error.without_url();
-                tracing::warn!(route = %route.template, %error, "discord's answer broke off");
-                return shared.refused(
-                    &route,
-                    StatusCode::BAD_GATEWAY,
-                    "unreachable",
-                    "Discord's answer broke off",
-                    None,
-                );
-            }
-        };
-        shared.metrics.discord.observe(sent.elapsed().as_secs_f64());
-        shared
-            .budget
-            .record(&route, credential, status, answer.scope.as_deref(), &body);
-        shared.limits.done(turn, Some(&answer));
         shared
             .metrics
             .requests
@@ -652,6 +625,66 @@ async fn forward(
         }
         return relay(status_code, &response_headers, body);
     }
+}
+
+/// What Discord answered: status, what it says of the limits, headers and body.
+type Exchanged = (StatusCode, Answer, HeaderMap, Bytes);
+
+/// Sends `request` on `turn` and reads the whole answer, then gives the turn back with what
+/// Discord said and records it in the invalid-request budget. `Err`: the answer for the caller
+/// when none came.
+async fn exchange(
+    shared: Arc<Shared>,
+    turn: Turn,
+    request: reqwest::RequestBuilder,
+    route: Route,
+    credential: Option<u64>,
+) -> Result<Exchanged, Response> {
+    let sent = Instant::now();
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            shared.limits.done(turn, None);
+            // Without its URL: interaction and webhook URLs hold tokens.
+            let error = error.without_url();
+            tracing::warn!(route = %route.template, %error, "discord unreachable");
+            return Err(shared.refused(
+                &route,
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                "Discord did not answer",
+                None,
+            ));
+        }
+    };
+    let status_code = response.status();
+    let answer = Answer::read(status_code.as_u16(), response.headers());
+    let headers = response.headers().clone();
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(error) => {
+            shared.limits.done(turn, Some(&answer));
+            let error = error.without_url();
+            tracing::warn!(route = %route.template, %error, "discord's answer broke off");
+            return Err(shared.refused(
+                &route,
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                "Discord's answer broke off",
+                None,
+            ));
+        }
+    };
+    shared.metrics.discord.observe(sent.elapsed().as_secs_f64());
+    shared.budget.record(
+        &route,
+        credential,
+        status_code.as_u16(),
+        answer.scope.as_deref(),
+        &body,
+    );
+    shared.limits.done(turn, Some(&answer));
+    Ok((status_code, answer, headers, body))
 }
 
 /// An answer passed back as it came, less its hop-by-hop headers.
