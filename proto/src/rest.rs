@@ -9,11 +9,13 @@
 /// When the answer stops being useful, as Unix milliseconds. A request whose turn in
 /// Discord's rate limits would come later is refused at once as [`REFUSED_DEADLINE`].
 pub const DEADLINE_HEADER: &str = "x-disco-deadline";
-/// How long the sender will wait for its turn, in milliseconds; a longer wait is refused at
-/// once as [`REFUSED_BUSY`] with the wait, so the sender can park the work and do other work.
+/// How long the sender will wait for its turn in all, in milliseconds (less than its HTTP
+/// client's timeout); a longer wait is refused as [`REFUSED_BUSY`] with the wait, at once or
+/// when the turn slips, so the sender can park the work and do other work.
 pub const MAX_WAIT_HEADER: &str = "x-disco-max-wait-ms";
 /// Set (to `1`) on a request sent again at the time a [`REFUSED_BUSY`] named: it takes back the
-/// turn it was promised and waits in line for it, whatever [`MAX_WAIT_HEADER`] says.
+/// turn it was promised, ahead of those promised after it (and keeps that place if refused
+/// again).
 pub const RETURNING_HEADER: &str = "x-disco-returning";
 /// Why the proxy answered instead of Discord: one of the `REFUSED_*` reasons, or
 /// `unauthorized`, `forbidden`, `breaker`, `unreachable`.

@@ -20,13 +20,19 @@ use crate::metrics::{Metrics, RestLabel};
 /// The longest pause between tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// The longest a call is held for its turn by the rest-proxy: well under the REST client's
+/// timeout (twilight's 10 s), so a call is never still held when the client gives up and sends
+/// it again.
+const HOLD: Duration = Duration::from_secs(5);
+
 /// When a call's answer stops being useful, and how long it may wait for its turn in a
 /// rate-limited channel before the caller would rather park it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Due {
     pub(crate) deadline: SystemTime,
+    /// At most [`HOLD`]; `None`: [`HOLD`].
     pub(crate) max_wait: Option<Duration>,
-    /// Sent again at the turn a busy answer promised: it waits in line for it.
+    /// Sent again at the turn a busy answer promised: it takes that place in line.
     pub(crate) returning: bool,
 }
 
@@ -99,12 +105,11 @@ impl Discord {
             HeaderName::from_static(disco_proto::rest::DEADLINE_HEADER),
             HeaderValue::from(u64::try_from(deadline_ms).unwrap_or(u64::MAX)),
         )];
-        if let Some(max_wait) = due.max_wait {
-            headers.push((
-                HeaderName::from_static(disco_proto::rest::MAX_WAIT_HEADER),
-                HeaderValue::from(u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX)),
-            ));
-        }
+        let max_wait = due.max_wait.map_or(HOLD, |max| max.min(HOLD));
+        headers.push((
+            HeaderName::from_static(disco_proto::rest::MAX_WAIT_HEADER),
+            HeaderValue::from(u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX)),
+        ));
         if due.returning {
             headers.push((
                 HeaderName::from_static(disco_proto::rest::RETURNING_HEADER),
@@ -181,6 +186,7 @@ impl Discord {
                 route = route_name,
                 status,
                 ?backoff,
+                error = %detail,
                 "discord failed, retrying"
             );
             tokio::time::sleep(backoff).await;

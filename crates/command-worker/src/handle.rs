@@ -275,7 +275,9 @@ async fn message(
             Err(CallError::Later { wait, .. }) => {
                 ctx.metrics.parked.inc();
                 slot.wait(wait + PARK_SLACK).await;
+                // Back at its promised turn, it waits in line as long as the client waits.
                 due.returning = true;
+                due.max_wait = None;
             }
             other => break other,
         }

@@ -511,11 +511,12 @@ async fn forward(
         return shared.known(&route, known);
     }
     let deadline = deadline(&headers, &route, shared.default_deadline);
-    let max_wait = headers
+    // However long the turns take, the caller is answered within its wait.
+    let hold_until = headers
         .get(MAX_WAIT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis);
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
     let returning = headers.contains_key(RETURNING_HEADER);
     let key = format!("{} {}", route.template, route.major);
     // Another replica's bucket: it holds its limits, so the request goes there. Interaction
@@ -544,7 +545,13 @@ async fn forward(
         let waited = Instant::now();
         let turn = match shared
             .limits
-            .turn(&key, route.global, deadline, max_wait, returning)
+            .turn(
+                &key,
+                route.global,
+                deadline,
+                hold_until,
+                returning && attempt == 1,
+            )
             .await
         {
             Ok(turn) => turn,

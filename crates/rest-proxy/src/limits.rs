@@ -233,22 +233,21 @@ impl Limits {
     }
 
     /// Waits for the request's turn in bucket `key` (and in the global limit when `global`),
-    /// unless it would come after `deadline` or later than `max_wait` from now.
+    /// unless it would come after `deadline` or `hold_until` (when its sender stops waiting).
     pub(crate) async fn turn(
         &self,
         key: &str,
         global: bool,
         deadline: Instant,
-        max_wait: Option<Duration>,
+        hold_until: Option<Instant>,
         returning: bool,
     ) -> Result<Turn, Refusal> {
-        let max_wait = max_wait.filter(|_| !returning);
         let check = |wait: Duration| {
             let now = Instant::now();
             if now + wait > deadline {
                 return Err(Refusal::Deadline(wait));
             }
-            if max_wait.is_some_and(|max| wait > max) {
+            if hold_until.is_some_and(|until| now + wait > until) {
                 return Err(Refusal::Busy(wait));
             }
             Ok(())
@@ -283,7 +282,12 @@ impl Limits {
                         let wait = bucket.expected_wait(until_turn, !returning);
                         if let Err(refusal) = check(wait) {
                             if let Refusal::Busy(wait) = refusal {
-                                bucket.promised.push_back(now + wait);
+                                // A returning request keeps its place ahead of later promises.
+                                if returning {
+                                    bucket.promised.push_front(now + wait);
+                                } else {
+                                    bucket.promised.push_back(now + wait);
+                                }
                             }
                             return Err(refusal);
                         }
@@ -435,7 +439,13 @@ mod tests {
         assert!(matches!(refused, Refusal::Deadline(wait) if wait > Duration::from_secs(4)));
         // ... and more than a sender that waits at most 100 ms.
         let refused = limits
-            .turn("c", true, deadline, Some(Duration::from_millis(100)), false)
+            .turn(
+                "c",
+                true,
+                deadline,
+                Some(Instant::now() + Duration::from_millis(100)),
+                false,
+            )
             .await
             .expect_err("busy");
         assert!(matches!(refused, Refusal::Busy(_)));
@@ -443,7 +453,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..10 {
             match limits
-                .turn("c", true, deadline, Some(Duration::ZERO), false)
+                .turn("c", true, deadline, Some(Instant::now()), false)
                 .await
             {
                 Err(Refusal::Busy(wait)) => waits.push(wait.as_secs()),
@@ -459,6 +469,56 @@ mod tests {
             .expect("next window");
         assert!(started.elapsed() >= Duration::from_secs(5));
         limits.done(turn, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_slips_past_what_its_sender_waits_is_refused() {
+        let limits = std::sync::Arc::new(Limits::new(50));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let window = |remaining: &str| {
+            Answer::read(
+                200,
+                &headers(&[
+                    ("x-ratelimit-limit", "5"),
+                    ("x-ratelimit-remaining", remaining),
+                    ("x-ratelimit-reset-after", "5.000"),
+                ]),
+            )
+        };
+        let probe = limits
+            .turn("c", true, deadline, None, false)
+            .await
+            .expect("probe");
+        limits.done(probe, Some(&window("4")));
+        let mut turns = Vec::new();
+        for _ in 0..4 {
+            turns.push(
+                limits
+                    .turn("c", true, deadline, None, false)
+                    .await
+                    .expect("in window"),
+            );
+        }
+        // A sender that waits 6 s: the window ends in ~5 s, so it waits in line...
+        let patient = tokio::spawn({
+            let limits = std::sync::Arc::clone(&limits);
+            let hold_until = Instant::now() + Duration::from_secs(6);
+            async move {
+                let asked = Instant::now();
+                let turn = limits
+                    .turn("c", true, deadline, Some(hold_until), false)
+                    .await;
+                (turn.map(|turn| limits.done(turn, None)), asked.elapsed())
+            }
+        });
+        // ... until Discord's answer to one still in flight moves the window's end to ~6 s.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for turn in turns {
+            limits.done(turn, Some(&window("0")));
+        }
+        let (turn, held) = patient.await.expect("the patient sender");
+        assert!(matches!(turn, Err(Refusal::Busy(_))), "{turn:?}");
+        assert!(held <= Duration::from_secs(6), "held {held:?}");
     }
 
     #[tokio::test(start_paused = true)]
