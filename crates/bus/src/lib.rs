@@ -368,4 +368,23 @@ impl Consumer {
             ConsumerInner::Rabbit(consumer) => consumer.next().await,
         }
     }
+
+    /// Binds the consumer's queue to `pattern` on the events exchange as well, from now on
+    /// (and again whenever the consumer resumes after a broker outage).
+    ///
+    /// # Errors
+    /// The broker refused the binding.
+    pub async fn bind(&mut self, pattern: impl Into<String>) -> Result<(), Error> {
+        let binding = Binding {
+            exchange: Exchange::Events,
+            pattern: pattern.into(),
+        };
+        match &mut self.inner {
+            ConsumerInner::Memory(consumer) => {
+                consumer.bind(binding);
+                Ok(())
+            }
+            ConsumerInner::Rabbit(consumer) => consumer.bind(binding).await,
+        }
+    }
 }

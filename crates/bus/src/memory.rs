@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::{Replies, Settle, Settling};
 use crate::{
-    Delivery, Destination, Error, Exchange, Limits, Message, PendingReply, QueueKind, Subscription,
+    Binding, Delivery, Destination, Error, Exchange, Limits, Message, PendingReply, QueueKind,
+    Subscription,
 };
 use disco_proto::route::DEAD_LETTER_EXCHANGE;
 
@@ -276,6 +277,16 @@ pub(crate) struct Consumer {
     prefetch: usize,
     in_flight: Arc<AtomicUsize>,
     private: bool,
+}
+
+impl Consumer {
+    pub(crate) fn bind(&self, binding: Binding) {
+        let binding = (binding.exchange, binding.pattern, self.queue.name.clone());
+        let mut state = lock(&self.broker.state);
+        if !state.bindings.contains(&binding) {
+            state.bindings.push(binding);
+        }
+    }
 }
 
 impl fmt::Debug for Consumer {

@@ -175,6 +175,15 @@ async fn bindings_select_events(mut h: Harness) {
     delivery.ack().await.unwrap();
     assert_quiet(&mut consumer).await;
     assert_quiet(&mut everything).await;
+    // A binding added to a running consumer takes effect at once.
+    consumer.bind(format!("{event}.8")).await.unwrap();
+    h.bus
+        .publish(Destination::Event(format!("{event}.8")), Message::new("8"))
+        .await
+        .unwrap();
+    let delivery = recv(&mut consumer).await;
+    assert_eq!(body(&delivery), "8");
+    delivery.ack().await.unwrap();
     drop((consumer, everything));
     h.finish().await;
 }

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::codec::{delivery_count, message_of};
 use super::{Backoff, Broker, IfUnroutable, Via, declare_shared};
 use crate::message::{Settle, Settling};
-use crate::{Delivery, Error, Exchange, Message, QueueKind, Shape, Subscription};
+use crate::{Binding, Delivery, Error, Exchange, Message, QueueKind, Shape, Subscription};
 use disco_proto::route::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
 
 /// Tries of [`Broker::get`] before its error is returned (about 3 s of backoff in all).
@@ -60,19 +60,7 @@ impl Broker {
                 .to_string(),
         };
         for binding in &subscription.bindings {
-            let exchange = match binding.exchange {
-                Exchange::Events => EVENTS_EXCHANGE,
-                Exchange::DeadLetters => DEAD_LETTER_EXCHANGE,
-            };
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    exchange.into(),
-                    binding.pattern.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            bind(&channel, &queue, binding).await?;
         }
         let stream = channel
             .basic_consume(
@@ -170,7 +158,33 @@ impl fmt::Debug for Consumer {
     }
 }
 
+async fn bind(channel: &Channel, queue: &str, binding: &Binding) -> Result<(), Error> {
+    let exchange = match binding.exchange {
+        Exchange::Events => EVENTS_EXCHANGE,
+        Exchange::DeadLetters => DEAD_LETTER_EXCHANGE,
+    };
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            binding.pattern.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
 impl Consumer {
+    /// Binds now if consuming (a resumed consumer binds all its subscription's bindings).
+    pub(crate) async fn bind(&mut self, binding: Binding) -> Result<(), Error> {
+        if let Some(live) = &self.live {
+            bind(&live.channel, &live.queue, &binding).await?;
+        }
+        self.subscription.bindings.push(binding);
+        Ok(())
+    }
+
     pub(crate) async fn next(&mut self) -> Option<Delivery> {
         let mut backoff = Backoff::new();
         loop {
