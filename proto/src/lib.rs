@@ -4,6 +4,7 @@
 //! - [`v1`]: the generated message types, from `schema/disco/v1/disco.proto`.
 //! - [`Versioned`] and [`decode`]: encoding with the schema version checked on the way in.
 //! - [`route`]: the names of exchanges, queues and routing keys every service agrees on.
+//! - [`generation`]: which shard total the gateway runs by, from its processes' announcements.
 //! - [`Secret`]: a string (a token, a key) whose `Debug` and `Display` never show it.
 //! - [`InvalidConfig`]: a role's refusal of one of its settings, naming the field.
 
@@ -14,6 +15,7 @@ pub mod v1 {
 }
 
 mod config;
+pub mod generation;
 pub mod rest;
 pub mod route;
 mod secret;

@@ -26,9 +26,10 @@ pub fn every_shard(event_name: &str) -> String {
     format!("{event_name}.*")
 }
 
-/// The queue of gateway commands (opcodes 3 and 4) for one shard.
-pub fn shard_queue(shard_id: u32) -> String {
-    format!("disco.shard.{shard_id}")
+/// The queue of gateway commands (opcodes 3 and 4) for one shard of `shard_total`. Keyed by
+/// the total too: while the bot reshards, shard 1 of 4 and shard 1 of 8 hold different guilds.
+pub fn shard_queue(shard_id: u32, shard_total: u32) -> String {
+    format!("disco.shard.{shard_total}.{shard_id}")
 }
 
 /// The queue of voice requests for the guilds of one shard.
@@ -70,7 +71,7 @@ mod tests {
         let rows = [
             (event_key("MESSAGE_CREATE", 3), "MESSAGE_CREATE.3"),
             (every_shard("INTERACTION_CREATE"), "INTERACTION_CREATE.*"),
-            (shard_queue(12), "disco.shard.12"),
+            (shard_queue(12, 16), "disco.shard.16.12"),
             (voice_queue(0), "disco.voice.0"),
             (session_queue(3, 8), "disco.session.8.3"),
         ];

@@ -138,3 +138,156 @@ async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
     drop(new);
     sim.stop().await.unwrap();
 }
+
+/// Voice through a reshard, 2 shards to 4: the voice node, started for 2, keeps its call
+/// playing while the gateway's generations change, then follows the new total: the bot's op 4
+/// goes to the new generation's shard, and that shard's voice events reach the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_follows_the_new_generation_and_a_call_goes_on_through_it() {
+    // The default world with its second guild on shard 1 of 2 and 3 of 4: the same voice
+    // node owns its call in both generations, but its op 4 and events change shard.
+    let mut world = World::default();
+    tests::unthrottled(&mut world);
+    let moved = 2_u64 << 22;
+    world.guilds[1].id += moved;
+    for channel in &mut world.guilds[1].channels {
+        channel.id += moved;
+    }
+    let sim = Simulator::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimConfig {
+            world,
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let control = Control::new(&sim.rest_url);
+    let vhost = Vhost::new("reshard-voice");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
+    let ca = std::env::temp_dir().join(format!("disco-reshard-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
+    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media");
+    let disco = |args: &[&str]| {
+        let mut command = tests::disco_command(binary, args, &sim, &vhost);
+        command
+            .env("SSL_CERT_FILE", &ca)
+            .env("DISCO_MEDIA_DIR", media)
+            .env("DISCO_VOICE_IDLE_TIMEOUT_SECS", "2")
+            .env("DISCO_VOICE_TIMEOUT_MS", "20000");
+        command.spawn().unwrap()
+    };
+    let _node = disco(&["voice-node", "--shard-total", "2", "--shards", "0..2"]);
+    let _worker = disco(&["command-worker", "--shard-total", "2"]);
+    until_queues(
+        &vhost,
+        &["disco.voice.0", "disco.voice.1", "disco.command-worker"],
+    )
+    .await;
+    let mut old = generation(&sim, &vhost, 2, 1);
+    until_shards_connected(&control, 2).await;
+
+    let guild = sim.world.guilds[1].clone();
+    let channel = |name: &str| guild.channels.iter().find(|c| c.name == name).unwrap().id;
+    let (general, lounge) = (channel("general"), channel("Lounge"));
+    let alice = guild.members[0].id;
+    let say = |text: &'static str| {
+        let control = control.clone();
+        async move {
+            let reply = tests::reply_to(&control, general, alice, text).await;
+            reply["content"].as_str().unwrap().to_owned()
+        }
+    };
+    let until_voice = |what: &'static str, wanted: Box<dyn Fn(&serde_json::Value) -> bool>| {
+        let control = control.clone();
+        async move {
+            let mut last = serde_json::Value::Null;
+            let found = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    let stats = control.voice_stats(guild.id).await.unwrap();
+                    if wanted(&stats) {
+                        return stats;
+                    }
+                    last = stats;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await;
+            found.unwrap_or_else(|_| panic!("{what}: {last}"))
+        }
+    };
+    let heard = |stats: &serde_json::Value| stats["non_silent_seconds"].as_f64().unwrap();
+
+    control.voice(guild.id, alice, Some(lounge)).await.unwrap();
+    // 48 s of music, longer than the reshard takes (~20 s).
+    let answer = say("~~play arpeggio.ogg").await;
+    assert_eq!(
+        answer,
+        format!("▶️ Playing **arpeggio.ogg** in <#{lounge}>.")
+    );
+    for position in 2..=6 {
+        let answer = say("~~play arpeggio.mp3").await;
+        assert_eq!(
+            answer,
+            format!("Queued **arpeggio.mp3** (position {position}).")
+        );
+    }
+    until_voice("the track is heard", Box::new(move |s| heard(s) >= 0.5)).await;
+
+    // The new generation comes; the old one retires. The call goes on, on its connection.
+    let new = generation(&sim, &vhost, 4, 2);
+    for child in &mut old {
+        let status = tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("the old generation exits by itself")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+    let before = heard(&control.voice_stats(guild.id).await.unwrap());
+    let stats = until_voice(
+        "the track goes on after the reshard",
+        Box::new(move |s| heard(s) >= before + 1.0),
+    )
+    .await;
+    assert_eq!(stats["connections"], 1, "one voice connection: {stats}");
+
+    // Alone, the bot leaves; asked again, it joins: both op 4s through shard 3 of 4, and the
+    // events answering them reach the voice node.
+    control.voice(guild.id, alice, None).await.unwrap();
+    until_voice(
+        "the bot leaves when alone",
+        Box::new(|s| s["connected"] == false),
+    )
+    .await;
+    control.voice(guild.id, alice, Some(lounge)).await.unwrap();
+    let answer = say("~~voice hello disco").await;
+    assert_eq!(answer, format!("🔊 Speaking in <#{lounge}>."));
+    let before = heard(&control.voice_stats(guild.id).await.unwrap());
+    until_voice(
+        "the speech is heard",
+        Box::new(move |s| s["connected"] == true && heard(s) >= before + 0.5),
+    )
+    .await;
+    let shards = control.get("/shards").await.unwrap();
+    let shard_3 = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shard_total"] == 4 && s["shard_id"] == 3)
+        .unwrap();
+    let channels: Vec<&serde_json::Value> = shard_3["voice_updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|update| &update[2])
+        .collect();
+    assert_eq!(
+        channels,
+        [&serde_json::Value::Null, &serde_json::json!(lounge)],
+        "the leave and the join went through shard 3 of 4: {shard_3}"
+    );
+    let violations = control.violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    drop(new);
+    sim.stop().await.unwrap();
+}

@@ -119,7 +119,9 @@ impl ShardTask {
         let id = self.id();
         let mut commands = self
             .bus
-            .subscribe(Subscription::shared(route::shard_queue(id)).prefetch(32))
+            .subscribe(
+                Subscription::shared(route::shard_queue(id, self.shard.id().total())).prefetch(32),
+            )
             .await?;
         let mut in_flight: FuturesOrdered<Publish> = FuturesOrdered::new();
         self.set_ready(false);

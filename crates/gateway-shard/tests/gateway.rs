@@ -225,7 +225,7 @@ async fn shard_commands_are_sent_and_bad_ones_dead_lettered() {
         .await
         .unwrap();
     let mut dead = bus
-        .subscribe(Subscription::shared("test.dead").bind_dead_letters(route::shard_queue(0)))
+        .subscribe(Subscription::shared("test.dead").bind_dead_letters(route::shard_queue(0, 1)))
         .await
         .unwrap();
     let gateway = start(&sim, &bus, ShardRange::new(0, 1, 1).unwrap());
@@ -243,7 +243,7 @@ async fn shard_commands_are_sent_and_bad_ones_dead_lettered() {
         ..Default::default()
     };
     bus.publish(
-        Destination::Queue(route::shard_queue(0)),
+        Destination::Queue(route::shard_queue(0, 1)),
         Message::new(join.encode_current()),
     )
     .await
@@ -253,7 +253,7 @@ async fn shard_commands_are_sent_and_bad_ones_dead_lettered() {
     assert_eq!(server.guild_id, Some(guild.id));
 
     bus.publish(
-        Destination::Queue(route::shard_queue(0)),
+        Destination::Queue(route::shard_queue(0, 1)),
         Message::new(&b"garbage"[..]),
     )
     .await

@@ -17,6 +17,7 @@ use songbird::id::{ChannelId, GuildId};
 use songbird::shards::{Shard, VoiceUpdate};
 use songbird::{Call, CoreEvent, Event, EventContext, EventHandler};
 
+use crate::gateway::GatewayTotal;
 use crate::metrics::{DisconnectLabel, Metrics};
 
 /// One guild's call.
@@ -32,7 +33,7 @@ pub(crate) struct Guild {
 pub(crate) struct Calls {
     bus: Bus,
     user_id: NonZeroU64,
-    shard_total: u32,
+    gateway: Arc<GatewayTotal>,
     config: songbird::Config,
     join_timeout: Duration,
     metrics: Metrics,
@@ -43,7 +44,7 @@ impl Calls {
     pub(crate) fn new(
         bus: Bus,
         user_id: NonZeroU64,
-        shard_total: u32,
+        gateway: Arc<GatewayTotal>,
         join_timeout: Duration,
         metrics: Metrics,
     ) -> Self {
@@ -53,7 +54,7 @@ impl Calls {
         Self {
             bus,
             user_id,
-            shard_total,
+            gateway,
             config,
             join_timeout,
             metrics,
@@ -80,7 +81,7 @@ impl Calls {
         let guild = guilds.entry(guild_id.get()).or_insert_with(|| {
             let link = GatewayLink {
                 bus: self.bus.clone(),
-                shard: route::shard_for_guild(guild_id.get(), self.shard_total),
+                gateway: Arc::clone(&self.gateway),
                 join_timeout: self.join_timeout,
             };
             let mut call = Call::from_config(
@@ -164,10 +165,11 @@ impl Calls {
     }
 }
 
-/// Publishes a call's op 4 for the gateway that owns the guild's shard.
+/// Publishes a call's op 4 for the gateway shard that holds the guild, in the total the
+/// gateway runs by when it is sent.
 struct GatewayLink {
     bus: Bus,
-    shard: u32,
+    gateway: Arc<GatewayTotal>,
     /// A join not sent within this long is not sent at all: the member who asked was told it
     /// failed, and the bot must not turn up in a channel later. (A leave is always sent.)
     join_timeout: Duration,
@@ -182,8 +184,10 @@ impl VoiceUpdate for GatewayLink {
         self_deaf: bool,
         self_mute: bool,
     ) -> JoinResult<()> {
+        let total = self.gateway.get();
+        let shard = route::shard_for_guild(guild_id.0.get(), total);
         let command = ShardCommand {
-            shard_id: self.shard,
+            shard_id: shard,
             command: Some(shard_command::Command::VoiceStateUpdate(VoiceStateUpdate {
                 guild_id: guild_id.0.get(),
                 channel_id: channel_id.map(|c| c.0.get()),
@@ -197,12 +201,16 @@ impl VoiceUpdate for GatewayLink {
             message = message.expiring_after(self.join_timeout);
         }
         self.bus
-            .publish(Destination::Queue(route::shard_queue(self.shard)), message)
+            .publish(
+                Destination::Queue(route::shard_queue(shard, total)),
+                message,
+            )
             .await
             .map_err(|error| {
                 tracing::warn!(
                     error = &error as &dyn std::error::Error,
-                    shard = self.shard,
+                    shard,
+                    total,
                     "cannot ask the gateway for op 4"
                 );
                 JoinError::NoSender

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::calls::{Calls, Guild};
 use crate::discord::Rest;
+use crate::gateway::GatewayTotal;
 use crate::metrics::{CommandLabel, Metrics, TrackLabel};
 use crate::source::Source;
 use crate::speech::{MAX_TEXT, Speech};
@@ -67,6 +68,8 @@ struct Title(String);
 pub(crate) struct Node {
     pub(crate) user_id: u64,
     pub(crate) shard_total: u32,
+    /// The gateway's shard total, which may grow past `shard_total` while the bot reshards.
+    pub(crate) gateway: Arc<GatewayTotal>,
     pub(crate) calls: Calls,
     pub(crate) voices: Voices,
     pub(crate) metrics: Metrics,
@@ -162,16 +165,12 @@ impl Node {
     ) -> Self {
         let user_id = NonZeroU64::new(config.user_id).unwrap_or(NonZeroU64::MIN);
         let http = crate::fetch::client(crate::fetch::Lookup::System);
+        let gateway = Arc::new(GatewayTotal::new(config.shard_total));
         Self {
             user_id: config.user_id,
             shard_total: config.shard_total,
-            calls: Calls::new(
-                bus,
-                user_id,
-                config.shard_total,
-                config.join_timeout,
-                metrics.clone(),
-            ),
+            gateway: Arc::clone(&gateway),
+            calls: Calls::new(bus, user_id, gateway, config.join_timeout, metrics.clone()),
             voices: Voices::default(),
             metrics,
             speech: Speech::new(

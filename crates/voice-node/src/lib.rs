@@ -6,6 +6,8 @@
 //! - `shard`: owning one shard: its lock, its queue, events applied in order, commands in
 //!   parallel (one at a time per guild).
 //! - `calls`: songbird calls in driver mode; op 4 goes to the gateway through the bus.
+//! - `gateway`: the gateway's shard total, followed when it grows (a reshard): where op 4 goes
+//!   and which shards' voice events are bound.
 //! - `voices`: who is in which voice channel, from the gateway's events; `discord`: asking
 //!   Discord for a member the events never mentioned.
 //! - `commands`: the node (its calls and who is where): a `VoiceCommand` in, a `VoiceReply`
@@ -18,6 +20,7 @@ mod calls;
 mod commands;
 mod discord;
 mod fetch;
+mod gateway;
 mod metrics;
 mod shard;
 mod source;
@@ -221,6 +224,21 @@ impl VoiceNode {
         }
         let sweeper =
             tokio::spawn(Arc::clone(&node).sweep(self.config.idle_timeout, shutdown.clone()));
+        let follower = tokio::spawn({
+            let (bus, gateway, stop) = (
+                self.bus.clone(),
+                Arc::clone(&node.gateway),
+                shutdown.clone(),
+            );
+            async move {
+                if let Err(error) = gateway::follow(bus, gateway, stop).await {
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        "cannot follow the gateway's shard total"
+                    );
+                }
+            }
+        });
         let mut failure = None;
         while let Some(done) = shards.join_next().await {
             if let Ok(Err(error)) = done {
@@ -230,6 +248,7 @@ impl VoiceNode {
             }
         }
         sweeper.abort();
+        follower.abort();
         let left = tokio::time::timeout(Duration::from_secs(10), node.calls.leave_all()).await;
         match left {
             Ok(count) if count > 0 => tracing::info!(count, "left every call"),

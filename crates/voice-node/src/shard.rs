@@ -27,6 +27,9 @@ use crate::voices::{GuildCreate, VoiceServer, VoiceState};
 /// times out. Commands are small, and expired ones are dropped on delivery.
 const PREFETCH: u16 = 1024;
 
+/// The gateway events a voice node applies, bound from the gateway shards of its guilds.
+const VOICE_EVENTS: [&str; 3] = ["GUILD_CREATE", "VOICE_STATE_UPDATE", "VOICE_SERVER_UPDATE"];
+
 pub(crate) async fn own(
     node: Arc<Node>,
     shard: u32,
@@ -110,11 +113,14 @@ async fn serve(
 ) -> Result<bool, Error> {
     let bus = node.calls.bus().clone();
     let queue = route::voice_queue(shard);
-    let subscription = Subscription::shared(queue.clone())
-        .bind(route::event_key("GUILD_CREATE", shard))
-        .bind(route::event_key("VOICE_STATE_UPDATE", shard))
-        .bind(route::event_key("VOICE_SERVER_UPDATE", shard))
-        .prefetch(PREFETCH);
+    let mut totals = node.gateway.watch();
+    let mut bound = *totals.borrow_and_update();
+    let mut subscription = Subscription::shared(queue.clone()).prefetch(PREFETCH);
+    for gateway_shard in node.gateway.gateway_shards(shard, bound) {
+        for event in VOICE_EVENTS {
+            subscription = subscription.bind(route::event_key(event, gateway_shard));
+        }
+    }
     let mut consumer = bus.subscribe(subscription).await?;
     node.metrics.shards_owned.inc();
     tracing::info!(shard, "owning the shard's voice calls");
@@ -125,6 +131,21 @@ async fn serve(
             () = shutdown.cancelled() => break false,
             () = lock.lost() => break true,
             Some(_) = commands.join_next(), if !commands.is_empty() => continue,
+            Ok(()) = totals.changed() => {
+                // The gateway runs a larger total: its shards' events for these guilds too.
+                let total = *totals.borrow_and_update();
+                let have: Vec<u32> = node.gateway.gateway_shards(shard, bound).collect();
+                for gateway_shard in node.gateway.gateway_shards(shard, total) {
+                    if have.contains(&gateway_shard) {
+                        continue;
+                    }
+                    for event in VOICE_EVENTS {
+                        consumer.bind(route::event_key(event, gateway_shard)).await?;
+                    }
+                }
+                bound = total;
+                continue;
+            }
             delivery = consumer.next() => match delivery {
                 Some(delivery) => delivery,
                 None => break false,
