@@ -168,17 +168,24 @@ async fn voice_follows_the_new_generation_and_a_call_goes_on_through_it() {
     let ca = std::env::temp_dir().join(format!("disco-reshard-ca-{}.pem", std::process::id()));
     std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
     let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media");
+    let node_admin = tests::free_address();
     let disco = |args: &[&str]| {
         let mut command = tests::disco_command(binary, args, &sim, &vhost);
         command
             .env("SSL_CERT_FILE", &ca)
             .env("DISCO_MEDIA_DIR", media)
             .env("DISCO_VOICE_IDLE_TIMEOUT_SECS", "2")
-            .env("DISCO_VOICE_TIMEOUT_MS", "20000");
+            .env("DISCO_VOICE_TIMEOUT_MS", "20000")
+            .env("DISCO_METRICS_LISTEN", node_admin.to_string());
         command.spawn().unwrap()
     };
     let _node = disco(&["voice-node", "--shard-total", "2", "--shards", "0..2"]);
-    let _worker = disco(&["command-worker", "--shard-total", "2"]);
+    let _worker = spawn_disco(
+        binary,
+        &["command-worker", "--shard-total", "2"],
+        &sim,
+        &vhost,
+    );
     until_queues(
         &vhost,
         &["disco.voice.0", "disco.voice.1", "disco.command-worker"],
@@ -250,6 +257,8 @@ async fn voice_follows_the_new_generation_and_a_call_goes_on_through_it() {
     )
     .await;
     assert_eq!(stats["connections"], 1, "one voice connection: {stats}");
+    let followed = tests::metric(node_admin, "disco_voice_node_gateway_shard_total", &[]).await;
+    assert!((followed - 4.0).abs() < f64::EPSILON, "{followed}");
 
     // Alone, the bot leaves; asked again, it joins: both op 4s through shard 3 of 4, and the
     // events answering them reach the voice node.

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::metrics::Metrics;
 
 /// The shard total the gateway runs by, as far as this node knows.
 #[derive(Debug)]
@@ -76,8 +77,10 @@ impl GatewayTotal {
 pub(crate) async fn follow(
     bus: bus::Bus,
     gateway: Arc<GatewayTotal>,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    metrics.gateway_shard_total.set(i64::from(gateway.get()));
     let mut announcements = bus
         .subscribe(Subscription::private().bind(route::every_shard(route::GENERATION_READY)))
         .await?;
@@ -109,6 +112,7 @@ pub(crate) async fn follow(
             && let Some(total) = coverage.heard(&heard, Instant::now())
             && gateway.follow(total)
         {
+            metrics.gateway_shard_total.set(i64::from(total));
             tracing::info!(
                 total,
                 "every shard of a larger gateway generation is READY: op 4 and voice events follow it"

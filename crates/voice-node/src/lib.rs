@@ -225,13 +225,14 @@ impl VoiceNode {
         let sweeper =
             tokio::spawn(Arc::clone(&node).sweep(self.config.idle_timeout, shutdown.clone()));
         let follower = tokio::spawn({
-            let (bus, gateway, stop) = (
+            let (bus, gateway, metrics, stop) = (
                 self.bus.clone(),
                 Arc::clone(&node.gateway),
+                self.metrics.clone(),
                 shutdown.clone(),
             );
             async move {
-                if let Err(error) = gateway::follow(bus, gateway, stop).await {
+                if let Err(error) = gateway::follow(bus, gateway, metrics, stop).await {
                     tracing::error!(
                         error = &error as &dyn std::error::Error,
                         "cannot follow the gateway's shard total"

@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     pub(crate) shards_owned: Gauge,
     pub(crate) shard_locks_lost: Counter,
     pub(crate) events: Counter,
+    pub(crate) gateway_shard_total: Gauge,
 }
 
 impl Metrics {
@@ -53,6 +54,7 @@ impl Metrics {
             shards_owned: Gauge::default(),
             shard_locks_lost: Counter::default(),
             events: Counter::default(),
+            gateway_shard_total: Gauge::default(),
         };
         // Both states, and the usual causes of a lost connection, from the start, so a
         // dashboard shows 0 rather than nothing.
@@ -104,6 +106,11 @@ impl Metrics {
             "events",
             "Gateway events applied (voice states, voice servers, guilds)",
             metrics.events.clone(),
+        );
+        r.register(
+            "gateway_shard_total",
+            "The gateway's shard total this node sends op 4 and binds voice events by (larger than its own after a reshard)",
+            metrics.gateway_shard_total.clone(),
         );
         metrics
     }
