@@ -107,6 +107,23 @@ fn main() {
             "  simulator and this bench: {:.3} ms CPU per command",
             sim_cpu * 1e3 / total as f64
         );
+        // Each is an HTTP exchange between the worker and the proxy: what a command costs
+        // depends on how many it takes.
+        let (sent, refused) = (
+            tests::metric(
+                admin,
+                "disco_rest_proxy_requests_total",
+                &["origin=\"discord\""],
+            )
+            .await,
+            tests::metric(admin, "disco_rest_proxy_refused_total", &[]).await,
+        );
+        println!(
+            "  rest-proxy: {:.2} requests sent to Discord and {:.2} refused (busy: parked and \
+             sent again) per command",
+            sent / total as f64,
+            refused / total as f64
+        );
         up.start_kill().unwrap();
         sim.stop().await.unwrap();
     });

@@ -32,6 +32,7 @@ use disco_proto::route;
 use prometheus_client::registry::Registry;
 
 pub use commands::Commands;
+pub use discord::Direct;
 pub use sync::{SyncError, SyncReport, sync};
 use tokio_util::sync::CancellationToken;
 
@@ -137,6 +138,7 @@ pub struct CommandWorker {
     config: Config,
     commands: commands::Commands,
     rest: Arc<twilight_http::Client>,
+    direct: Option<Arc<dyn Direct>>,
     bus: bus::Bus,
     metrics: metrics::Metrics,
     ready: Arc<AtomicBool>,
@@ -156,10 +158,19 @@ impl CommandWorker {
             config,
             commands,
             rest,
+            direct: None,
             bus,
             metrics: metrics::Metrics::register(registry),
             ready: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Sends the worker's replies to a rest-proxy in the same process through `direct`
+    /// instead of over HTTP.
+    #[must_use]
+    pub fn with_direct(mut self, direct: Arc<dyn Direct>) -> Self {
+        self.direct = Some(direct);
+        self
     }
 
     /// True while the worker consumes its queue.
@@ -180,6 +191,7 @@ impl CommandWorker {
         let context = Arc::new(handle::Context {
             discord: discord::Discord::new(
                 self.rest,
+                self.direct,
                 self.config.application_id,
                 self.metrics.clone(),
             ),

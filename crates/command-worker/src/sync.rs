@@ -39,6 +39,7 @@ pub async fn sync(
 ) -> Result<SyncReport, SyncError> {
     let discord = Discord::new(
         rest,
+        None,
         application_id,
         crate::metrics::Metrics::register(&mut Default::default()),
     );

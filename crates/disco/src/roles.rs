@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::http::HeaderValue;
 use bus::Bus;
+use disco_proto::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{self, Cli, SettingsError};
@@ -89,6 +91,7 @@ pub(crate) fn build(
     let hostname = std::env::var("HOSTNAME").ok();
     let mut built: Vec<(Role, Run)> = Vec::new();
     let mut rest = cli.discord.rest()?;
+    let mut direct: Option<Arc<dyn command_worker::Direct>> = None;
     if roles.contains(&Role::RestProxy) {
         let alone = roles.len() == 1;
         let listen = if alone {
@@ -112,6 +115,11 @@ pub(crate) fn build(
             let url = url::Url::parse(&format!("http://{address}"))
                 .map_err(|e| unusable(e.to_string()))?;
             rest = cli.discord.rest_through(&url)?;
+            // The worker beside it hands its calls over directly, without HTTP.
+            direct = Some(Arc::new(InProcessProxy {
+                handle: proxy.handle(),
+                authorization: cli.discord.authorization()?,
+            }));
         }
         admin.ready_when(Role::RestProxy.name(), proxy.readiness());
         built.push((
@@ -139,13 +147,16 @@ pub(crate) fn build(
             }
             Role::CommandWorker => {
                 let config = cli.worker.config(&cli.discord, cli.gateway.shard_total)?;
-                let worker = command_worker::CommandWorker::new(
+                let mut worker = command_worker::CommandWorker::new(
                     config,
                     command_worker::Commands::standard(),
                     Arc::clone(&rest),
                     bus.clone(),
                     admin.registry(),
                 );
+                if let Some(direct) = direct.clone() {
+                    worker = worker.with_direct(direct);
+                }
                 admin.ready_when(role.name(), worker.readiness());
                 Box::new(move |stop| {
                     Box::pin(async move { worker.run(stop).await.context("command-worker") })
@@ -183,6 +194,33 @@ pub(crate) fn build(
         built.push((role, run));
     }
     Ok(built)
+}
+
+/// The rest-proxy of this process, as the command worker's way to Discord: the bot's
+/// authorization added, as twilight adds it.
+#[derive(Debug)]
+struct InProcessProxy {
+    handle: rest_proxy::Handle,
+    authorization: Option<disco_proto::Secret>,
+}
+
+impl command_worker::Direct for InProcessProxy {
+    fn send(
+        &self,
+        mut request: axum::http::Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<axum::http::Response<Bytes>, String>> + Send + 'static>>
+    {
+        if let Some(authorization) = &self.authorization
+            && let Ok(mut value) = HeaderValue::from_str(authorization.expose())
+        {
+            value.set_sensitive(true);
+            request
+                .headers_mut()
+                .insert(axum::http::header::AUTHORIZATION, value);
+        }
+        let handle = self.handle.clone();
+        Box::pin(async move { handle.send(request).await })
+    }
 }
 
 /// Runs the roles until `shutdown` or until one ends (failed, or a gateway generation retired),

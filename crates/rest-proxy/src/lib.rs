@@ -2,7 +2,7 @@
 //!
 //! # Map
 //! - [`RestProxy`]: [`RestProxy::bind`] takes the listener, [`RestProxy::run`] serves until
-//!   shutdown.
+//!   shutdown; [`Handle`]: the same proxy for callers in its process, without HTTP.
 //! - `route`: what a request is: template, major parameter, global or not, deadline.
 //! - `limits`: buckets and the global limit, with deadlines.
 //! - `budget`: the invalid-request budget: 401 token, 403 channels, the breaker.
@@ -255,6 +255,14 @@ impl RestProxy {
         self.listener.local_addr()
     }
 
+    /// The proxy for callers in its own process: requests handed to it directly, not over
+    /// HTTP (the same limits, budget and answers).
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// True while the proxy serves.
     pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
         let ready = Arc::clone(&self.ready);
@@ -306,6 +314,39 @@ impl RestProxy {
         self.ready.store(false, Ordering::Relaxed);
         gauges.abort();
         served.map_err(|source| Error::Serve { address, source })
+    }
+}
+
+/// The proxy in its callers' process (see [`RestProxy::handle`]).
+#[derive(Clone, Debug)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Handles `request` (its URI the API path, `/api/v10/...`, with the caller's headers) as
+    /// the proxy handles one that came over HTTP.
+    ///
+    /// # Errors
+    /// The answer's body could not be read.
+    pub async fn send(
+        &self,
+        request: axum::http::Request<Bytes>,
+    ) -> Result<axum::http::Response<Bytes>, String> {
+        let (parts, body) = request.into_parts();
+        let response = forward(
+            State(Arc::clone(&self.shared)),
+            parts.method,
+            parts.uri,
+            parts.headers,
+            body,
+        )
+        .await;
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(axum::http::Response::from_parts(parts, body))
     }
 }
 

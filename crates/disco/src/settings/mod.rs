@@ -443,6 +443,15 @@ impl DiscordArgs {
         Ok(Arc::new(builder.build()))
     }
 
+    /// The `Authorization` header value of the bot token (`Bot <token>`), if one is given.
+    pub fn authorization(&self) -> Result<Option<Secret>, SettingsError> {
+        let Some(token) = self.token.as_deref() else {
+            return Ok(None);
+        };
+        let token = bot_token(token)?;
+        Ok(Some(Secret::new(format!("Bot {}", token.expose()))))
+    }
+
     /// The rest-proxy to send through, if one is set.
     pub fn rest_proxy_url(&self) -> Result<Option<Url>, SettingsError> {
         Ok(self
