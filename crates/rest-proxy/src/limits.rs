@@ -201,8 +201,14 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 struct State {
     buckets: HashMap<String, Bucket>,
-    /// When each of the last `global_limit` requests was sent.
-    sent: VecDeque<Instant>,
+    /// Requests of the global limit sent and not yet answered.
+    global_in_flight: u32,
+    /// When each of the last answers of the global limit came, oldest first. A request holds
+    /// its place in the limit from its turn until a second after its answer: Discord counts it
+    /// when it arrives, some time between the two, so this holds however late it arrives (a
+    /// window counted from the turn lets a request delayed on the way, by a busy machine or
+    /// the network, share Discord's second with the 50 after it).
+    answered: VecDeque<Instant>,
     /// A global 429 stops everything until then.
     global_blocked_until: Option<Instant>,
 }
@@ -212,6 +218,8 @@ struct State {
 #[must_use]
 pub(crate) struct Turn {
     key: String,
+    /// It holds a place in the global limit.
+    global: bool,
 }
 
 impl Limits {
@@ -219,7 +227,8 @@ impl Limits {
         Self {
             state: Mutex::new(State {
                 buckets: HashMap::new(),
-                sent: VecDeque::new(),
+                global_in_flight: 0,
+                answered: VecDeque::new(),
                 global_blocked_until: None,
             }),
             global_limit: global_limit.max(1),
@@ -306,31 +315,36 @@ impl Limits {
                 bucket.waiting = bucket.waiting.saturating_sub(1);
             }
         }
-        let turn = Turn {
+        let mut turn = Turn {
             key: key.to_owned(),
+            global: false,
         };
         if global {
             loop {
                 let wait = {
                     let mut state = self.lock();
                     let now = Instant::now();
-                    while state.sent.front().is_some_and(|&at| {
+                    while state.answered.front().is_some_and(|&at| {
                         now.duration_since(at) >= Duration::from_secs(1) + MARGIN
                     }) {
-                        state.sent.pop_front();
+                        state.answered.pop_front();
                     }
                     let blocked = state
                         .global_blocked_until
                         .filter(|&until| until > now)
                         .map(|until| until - now);
-                    let full = (state.sent.len() >= self.global_limit as usize).then(|| {
-                        state.sent.front().map_or(Duration::ZERO, |&first| {
+                    let held = state.global_in_flight as usize + state.answered.len();
+                    let full = (held >= self.global_limit as usize).then(|| {
+                        // The oldest answer frees its place first; with every place held by a
+                        // request still unanswered, soon.
+                        state.answered.front().map_or(PROBE_POLL, |&first| {
                             (first + Duration::from_secs(1) + MARGIN).saturating_duration_since(now)
                         })
                     });
                     match blocked.max(full) {
                         None => {
-                            state.sent.push_back(now);
+                            state.global_in_flight += 1;
+                            turn.global = true;
                             break;
                         }
                         Some(wait) => {
@@ -353,6 +367,11 @@ impl Limits {
     pub(crate) fn done(&self, turn: Turn, answer: Option<&Answer>) {
         let mut state = self.lock();
         let now = Instant::now();
+        if turn.global {
+            // Answered or not, it may have reached Discord by now: counted from now.
+            state.global_in_flight = state.global_in_flight.saturating_sub(1);
+            state.answered.push_back(now);
+        }
         if let Some(answer) = answer
             && answer.global
             && let Some(retry_after) = answer.retry_after
@@ -519,6 +538,34 @@ mod tests {
         let (turn, held) = patient.await.expect("the patient sender");
         assert!(matches!(turn, Err(Refusal::Busy(_))), "{turn:?}");
         assert!(held <= Duration::from_secs(6), "held {held:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_holds_its_place_in_the_global_limit_until_a_second_after_it() {
+        let limits = Limits::new(3);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = Instant::now();
+        let mut turns = Vec::new();
+        for n in 0..3 {
+            turns.push(
+                limits
+                    .turn(&format!("bucket {n}"), true, deadline, None, false)
+                    .await
+                    .expect("turn"),
+            );
+        }
+        // Answered half a second later: Discord may have counted them as late as that.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for turn in turns {
+            limits.done(turn, None);
+        }
+        let turn = limits
+            .turn("bucket 3", true, deadline, None, false)
+            .await
+            .expect("turn");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(1_500), "{waited:?}");
+        limits.done(turn, None);
     }
 
     #[tokio::test(start_paused = true)]
