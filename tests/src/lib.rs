@@ -609,6 +609,33 @@ pub async fn until_answered_once(control: &Control, ids: &[String], patience: Du
     assert!(twice.is_empty(), "answered more than once: {twice:?}");
 }
 
+/// Waits until the simulator's voice stats of `guild` (`GET /_sim/voice/{guild}`) satisfy
+/// `wanted`, and returns them.
+///
+/// # Panics
+/// When they do not within `patience`, naming `what` with the last stats seen.
+pub async fn until_voice(
+    control: &Control,
+    guild: u64,
+    patience: Duration,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(patience, async {
+        loop {
+            let stats = control.voice_stats(guild).await.expect("voice stats");
+            if wanted(&stats) {
+                return stats;
+            }
+            last = stats;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{what}: {last}"))
+}
+
 /// Starts `processes` `disco gateway-shard` processes sharing `total` shards in buckets, with
 /// `extra` arguments; killed when dropped.
 pub fn spawn_gateways(

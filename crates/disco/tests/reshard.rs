@@ -206,22 +206,7 @@ async fn voice_follows_the_new_generation_and_a_call_goes_on_through_it() {
         }
     };
     let until_voice = |what: &'static str, wanted: Box<dyn Fn(&serde_json::Value) -> bool>| {
-        let control = control.clone();
-        async move {
-            let mut last = serde_json::Value::Null;
-            let found = tokio::time::timeout(Duration::from_secs(30), async {
-                loop {
-                    let stats = control.voice_stats(guild.id).await.unwrap();
-                    if wanted(&stats) {
-                        return stats;
-                    }
-                    last = stats;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-            .await;
-            found.unwrap_or_else(|_| panic!("{what}: {last}"))
-        }
+        tests::until_voice(&control, guild.id, Duration::from_secs(30), what, wanted)
     };
     let heard = |stats: &serde_json::Value| stats["non_silent_seconds"].as_f64().unwrap();
 

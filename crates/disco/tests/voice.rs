@@ -55,19 +55,7 @@ impl Scene {
 
     /// Waits until guild `n`'s voice stats satisfy `wanted`.
     async fn until_voice(&self, n: usize, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        let found = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let stats = self.voice(n).await;
-                if wanted(&stats) {
-                    return stats;
-                }
-                last = stats;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| panic!("{what}: {last}"))
+        tests::until_voice(&self.control, self.guild(n).id, PATIENCE, what, wanted).await
     }
 }
 
