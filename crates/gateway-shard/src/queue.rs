@@ -20,8 +20,10 @@ use tracing::{error, warn};
 use twilight_gateway::queue::Queue;
 
 /// The wait Discord requires between two IDENTIFYs of a bucket, plus a margin for the time
-/// between the go-ahead and the IDENTIFY frame reaching Discord.
-const HOLD: Duration = Duration::from_millis(5_250);
+/// between the go-ahead and the IDENTIFY frame reaching Discord. 250 ms was too little: with 64
+/// shards starting on two busy cores (CI), IDENTIFYs of one bucket reached the simulator 4.8 s
+/// apart.
+const HOLD: Duration = Duration::from_millis(5_750);
 
 /// How long a shard that found the budget at its floor waits before asking again.
 const BUDGET_BACKOFF: Duration = Duration::from_secs(60);
