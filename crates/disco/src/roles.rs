@@ -116,9 +116,19 @@ pub(crate) fn build(
                 .map_err(|e| unusable(e.to_string()))?;
             rest = cli.discord.rest_through(&url)?;
             // The worker beside it hands its calls over directly, without HTTP.
+            let authorization = match cli.discord.authorization()? {
+                Some(token) => {
+                    let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
+                        settings::invalid("DISCORD_TOKEN", "token", "not a header value")
+                    })?;
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                None => None,
+            };
             direct = Some(Arc::new(InProcessProxy {
                 handle: proxy.handle(),
-                authorization: cli.discord.authorization()?,
+                authorization,
             }));
         }
         admin.ready_when(Role::RestProxy.name(), proxy.readiness());
@@ -201,7 +211,8 @@ pub(crate) fn build(
 #[derive(Debug)]
 struct InProcessProxy {
     handle: rest_proxy::Handle,
-    authorization: Option<disco_proto::Secret>,
+    /// `Bot <token>`, marked sensitive (its `Debug` shows no token).
+    authorization: Option<HeaderValue>,
 }
 
 impl command_worker::Direct for InProcessProxy {
@@ -210,13 +221,10 @@ impl command_worker::Direct for InProcessProxy {
         mut request: axum::http::Request<Bytes>,
     ) -> Pin<Box<dyn Future<Output = Result<axum::http::Response<Bytes>, String>> + Send + 'static>>
     {
-        if let Some(authorization) = &self.authorization
-            && let Ok(mut value) = HeaderValue::from_str(authorization.expose())
-        {
-            value.set_sensitive(true);
+        if let Some(authorization) = &self.authorization {
             request
                 .headers_mut()
-                .insert(axum::http::header::AUTHORIZATION, value);
+                .insert(axum::http::header::AUTHORIZATION, authorization.clone());
         }
         let handle = self.handle.clone();
         Box::pin(async move { handle.send(request).await })
