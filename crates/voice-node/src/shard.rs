@@ -132,11 +132,11 @@ async fn serve(
             () = lock.lost() => break true,
             Some(_) = commands.join_next(), if !commands.is_empty() => continue,
             Ok(()) = totals.changed() => {
-                // The gateway runs a larger total: its shards' events for these guilds too.
+                // The gateway runs a larger total: its shards' events for these guilds too
+                // (those below the total bound so far are bound already).
                 let total = *totals.borrow_and_update();
-                let have: Vec<u32> = node.gateway.gateway_shards(shard, bound).collect();
                 for gateway_shard in node.gateway.gateway_shards(shard, total) {
-                    if have.contains(&gateway_shard) {
+                    if gateway_shard < bound {
                         continue;
                     }
                     for event in VOICE_EVENTS {
