@@ -16,19 +16,36 @@ use tracing::{info, warn};
 
 use crate::{Error, ShardRange};
 
+/// Held while the record in `disco.generation` is read and put back: taking it out is how it
+/// is read, so a second process reading at the same moment would find the queue empty and
+/// start a superseded generation (seen: two old processes restarted together, one identified).
+const RECORD_LOCK: &str = "generation";
+
 /// The total of the generation that replaced `own_total`'s, if one did (as recorded by
 /// [`record`]); the record stays for the next process that asks.
 pub(crate) async fn superseded(bus: &bus::Bus, own_total: u32) -> Result<Option<u32>, Error> {
-    let records = crate::drain_latest::<GenerationReady>(bus, route::GENERATION_QUEUE).await?;
-    let Some(newest) = records.iter().map(|r| r.shard_total).max() else {
+    let _lock = bus.lock(RECORD_LOCK).await?;
+    let Some(newest) = take_record(bus).await? else {
         return Ok(None);
     };
-    record(bus, newest).await?;
+    put_record(bus, newest).await?;
     Ok((newest > own_total).then_some(newest))
 }
 
-/// Records that the generation of `total` shards replaced the ones before it.
+/// Records that the generation of `total` shards replaced the ones before it (a larger total
+/// recorded already stays).
 pub(crate) async fn record(bus: &bus::Bus, total: u32) -> Result<(), Error> {
+    let _lock = bus.lock(RECORD_LOCK).await?;
+    let newest = take_record(bus).await?.unwrap_or(0).max(total);
+    put_record(bus, newest).await
+}
+
+async fn take_record(bus: &bus::Bus) -> Result<Option<u32>, Error> {
+    let records = crate::drain_latest::<GenerationReady>(bus, route::GENERATION_QUEUE).await?;
+    Ok(records.iter().map(|r| r.shard_total).max())
+}
+
+async fn put_record(bus: &bus::Bus, total: u32) -> Result<(), Error> {
     let record = GenerationReady {
         schema_version: 0,
         shard_total: total,
@@ -101,5 +118,56 @@ pub(crate) async fn watch(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn rabbitmqctl(args: &[&str]) {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("rabbitmqctl runs (RabbitMQ is installed)")
+            .status;
+        assert!(status.success(), "rabbitmqctl {args:?}");
+    }
+
+    /// Old processes restarted together (Kubernetes restarts every pod of a StatefulSet) each
+    /// read the record at the same moment: every one of them learns its generation is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_reading_the_record_together_all_find_it() {
+        let vhost = format!("disco-test-generation-{}", std::process::id());
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+        let connect = |name: String| {
+            let url = url.clone();
+            async move {
+                let config = bus::RabbitConfig::new(disco_proto::Secret::new(url), name).unwrap();
+                bus::Bus::rabbitmq(config).await.unwrap()
+            }
+        };
+        record(&connect("new".to_owned()).await, 8).await.unwrap();
+        let mut old = Vec::new();
+        for n in 0..8 {
+            old.push(connect(format!("old-{n}")).await);
+        }
+        let read = old.iter().map(|bus| superseded(bus, 4));
+        let found = futures_util::future::join_all(read).await;
+        // Whatever the order, the record is still there for the next process to read, and an
+        // older total recorded late does not replace it.
+        record(&old[0], 4).await.unwrap();
+        let again = superseded(&old[1], 4).await.unwrap();
+        for bus in old {
+            bus.close().await;
+        }
+        rabbitmqctl(&["delete_vhost", &vhost]);
+        let found: Vec<Option<u32>> = found.into_iter().map(Result::unwrap).collect();
+        assert_eq!(found, vec![Some(8); 8]);
+        assert_eq!(again, Some(8));
     }
 }
