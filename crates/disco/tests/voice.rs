@@ -185,6 +185,62 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
     scene
         .until_voice(0, "the MP3 is heard", |s| non_silent(s) >= heard + 0.5)
         .await;
+
+    // End-to-end encrypted (DAVE): what was heard is what alice's client decrypted. bob
+    // joining and leaving mid-track is committed by the bot (a new epoch each time), and the
+    // track plays on through both.
+    let (alice, bob) = (scene.member("alice"), scene.member("bob"));
+    let stats = scene.voice(0).await;
+    let dave = &stats["dave"];
+    assert_eq!(dave["protocol_version"], 1, "{dave}");
+    assert_eq!(dave["members"], serde_json::json!([alice.to_string()]));
+    assert!(dave["frames_decrypted"].as_u64().unwrap() > 100, "{dave}");
+    let code = dave["privacy_code"].as_str().unwrap();
+    assert!(
+        code.len() == 30 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    let epoch = dave["epoch"].as_u64().unwrap();
+    scene.control.voice(guild, bob, Some(lounge)).await.unwrap();
+    let joined = scene
+        .until_voice(0, "bob is committed into the group", |s| {
+            s["dave"]["members"].as_array().unwrap().len() == 2
+        })
+        .await;
+    assert_eq!(joined["dave"]["epoch"], epoch + 1);
+    assert_ne!(
+        joined["dave"]["privacy_code"], code,
+        "a new epoch, a new code"
+    );
+    let heard = non_silent(&joined);
+    scene
+        .until_voice(0, "the MP3 plays on to both", |s| {
+            non_silent(s) >= heard + 0.3
+        })
+        .await;
+    scene.control.voice(guild, bob, None).await.unwrap();
+    let left = scene
+        .until_voice(0, "bob is removed from the group", |s| {
+            s["dave"]["members"].as_array().unwrap().len() == 1
+        })
+        .await;
+    assert_eq!(left["dave"]["epoch"], epoch + 2);
+    let heard = non_silent(&left);
+    let after = scene
+        .until_voice(0, "the MP3 plays on after he left", |s| {
+            non_silent(s) >= heard + 0.3
+        })
+        .await;
+    let lost = after["dave"]["frames_failed"].as_u64().unwrap();
+    println!(
+        "DAVE across a join and a leave: {} frames decrypted, {lost} lost, {} in the clear",
+        after["dave"]["frames_decrypted"], after["dave"]["frames_plaintext"]
+    );
+    assert!(
+        lost <= 5,
+        "a few frames at most are lost to the changes: {}",
+        after["dave"]
+    );
     let answer = scene.say(0, "alice", "~~stop").await;
     assert_eq!(answer, "⏹️ Stopped; 1 track(s) cleared.");
     let answer = scene.say(0, "alice", "~~queue").await;

@@ -485,6 +485,10 @@ async fn voice_state(
             None => state.voice.remove(&(guild.id, user.id)),
         };
     }
+    if let Err(error) = sim.voice.member_moved(guild.id, user.id, new.channel_id) {
+        sim.lock()
+            .violate("dave", format!("guild {}: {error}", guild.id));
+    }
     announce_voice_state(&sim, guild.id, new.channel_id, user, false)
 }
 

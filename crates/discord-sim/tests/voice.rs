@@ -143,7 +143,15 @@ async fn a_granted_session_connects_and_resumes_and_dave_is_required() {
     let description = next_op(&mut ws).await;
     assert_eq!(description["op"], 4);
     assert_eq!(description["d"]["secret_key"].as_array().unwrap().len(), 32);
-    assert_eq!(description["d"]["dave_protocol_version"], 0);
+    assert_eq!(description["d"]["dave_protocol_version"], 1);
+    // DAVE: the voice server's external sender package (op 25, binary, no sequence at v4).
+    let external_sender = loop {
+        if let Message::Binary(bytes) = ws.next().await.unwrap().unwrap() {
+            break bytes;
+        }
+    };
+    assert_eq!(external_sender[0], 25);
+    assert!(external_sender.len() > 64, "a key and a credential");
     ws.send(Message::text(json!({"op": 3, "d": 42}).to_string()))
         .await
         .unwrap();

@@ -8,12 +8,14 @@ use aes_gcm::aead::KeyInit;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Link, Receiver};
+use super::dave::{Call, Out, PROTOCOL_VERSION};
+use super::hub::{HubState, Link, Receiver};
 use super::{HEARTBEAT_INTERVAL_MS, MODE};
 use crate::state::Sim;
 
@@ -49,12 +51,15 @@ pub(super) async fn connection(
         .find_map(|pair| pair.strip_prefix("v="))
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(0);
+    let (outbox_tx, outbox) = unbounded_channel();
     let mut session = VoiceSession {
         version,
         seq: 0,
         link: sim.conn_id(),
         guild_id: None,
         ssrc: 0,
+        outbox_tx,
+        outbox,
     };
     let end = if (4..=8).contains(&version) {
         session.run(sim, &mut ws, &shutdown).await
@@ -75,10 +80,11 @@ pub(super) async fn connection(
             .is_some_and(|l| l.id != session.link);
         if !replaced {
             hub.links.remove(&guild_id);
-            // A client that went away may RESUME with the same ssrc and key; a connection the
-            // server closed may not.
+            // A client that went away may RESUME with the same ssrc, key and DAVE group; a
+            // connection the server closed may not.
             if matches!(end, End::Close(..)) {
                 hub.receivers.remove(&session.ssrc);
+                hub.calls.remove(&guild_id);
             }
         }
         if let Some(stats) = hub.stats.get_mut(&guild_id) {
@@ -105,9 +111,112 @@ struct VoiceSession {
     link: u64,
     guild_id: Option<u64>,
     ssrc: u32,
+    /// What the server sends unasked (DAVE, when members come and go), through [`Link`].
+    outbox_tx: UnboundedSender<Out>,
+    outbox: UnboundedReceiver<Out>,
 }
 
 impl VoiceSession {
+    fn link(&self, stop: &CancellationToken) -> Link {
+        Link {
+            id: self.link,
+            stop: stop.clone(),
+            outbox: self.outbox_tx.clone(),
+        }
+    }
+
+    /// A binary DAVE message: `[seq: u16, v8 only][op: u8][payload]`.
+    async fn send_binary(&mut self, ws: &mut Ws, op: u8, payload: &[u8]) -> Result<(), BoxError> {
+        let mut message = Vec::with_capacity(payload.len() + 3);
+        if self.version >= 8 {
+            self.seq += 1;
+            #[allow(clippy::cast_possible_truncation)] // the wire's sequence number wraps
+            message.extend_from_slice(&(self.seq as u16).to_be_bytes());
+        }
+        message.push(op);
+        message.extend_from_slice(payload);
+        ws.send(Message::binary(message)).await?;
+        Ok(())
+    }
+
+    async fn send_out(&mut self, ws: &mut Ws, out: Vec<Out>) -> Result<(), BoxError> {
+        for message in out {
+            match message {
+                Out::Binary(op, payload) => self.send_binary(ws, op, &payload).await?,
+                Out::Json(op, d) => self.send(ws, op, d).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A DAVE step of the call's group: its answers, or the rule it broke (recorded).
+    fn dave(
+        &self,
+        sim: &Sim,
+        step: impl FnOnce(
+            &mut Call,
+            &super::dave::ExternalSender,
+            &mut super::dave::DaveStats,
+        ) -> Result<Vec<Out>, String>,
+    ) -> Vec<Out> {
+        let Some(guild_id) = self.guild_id else {
+            return Vec::new();
+        };
+        let result = {
+            let mut hub = sim.voice.lock();
+            let HubState { calls, stats, .. } = &mut *hub;
+            match calls.get_mut(&guild_id) {
+                Some(call) => step(
+                    call,
+                    &sim.voice.sender,
+                    &mut stats.entry(guild_id).or_default().dave,
+                ),
+                None => Err("a DAVE message outside a DAVE call".to_owned()),
+            }
+        };
+        result.unwrap_or_else(|error| {
+            sim.lock()
+                .violate("dave", format!("guild {guild_id}: {error}"));
+            Vec::new()
+        })
+    }
+
+    /// Binary DAVE messages from the bot: its key package (26), its commit and welcome (28).
+    fn binary(&self, sim: &Sim, message: &[u8]) -> Result<Vec<Out>, End> {
+        let Some((&op, payload)) = message.split_first() else {
+            return Err(End::Close(4002, "Failed to decode payload."));
+        };
+        match op {
+            26 => {
+                let present = self.present(sim);
+                Ok(self.dave(sim, |call, sender, stats| {
+                    call.key_package(payload, &present, sender, stats)
+                }))
+            }
+            28 => Ok(self.dave(sim, |call, _, stats| call.commit(payload, stats))),
+            _ => Err(End::Close(4001, "Unknown opcode.")),
+        }
+    }
+
+    /// The members (not the bot) in the voice channel the bot was granted.
+    fn present(&self, sim: &Sim) -> Vec<u64> {
+        let Some(guild_id) = self.guild_id else {
+            return Vec::new();
+        };
+        let Some(channel) = sim.voice.lock().grants.get(&guild_id).map(|g| g.channel_id) else {
+            return Vec::new();
+        };
+        let bot = sim.world.bot.id;
+        sim.lock()
+            .voice
+            .iter()
+            .filter(|((guild, user), in_channel)| {
+                *guild == guild_id && *user != bot && **in_channel == channel
+            })
+            .map(|((_, user), _)| *user)
+            .collect()
+    }
+
     async fn send(&mut self, ws: &mut Ws, op: u8, d: Value) -> Result<(), BoxError> {
         let mut message = json!({"op": op, "d": d});
         if self.version >= 8 {
@@ -139,12 +248,27 @@ impl VoiceSession {
                 () = shutdown.cancelled() => return End::Close(1001, "Going away."),
                 () = link.cancelled() => return End::Close(4014, "Disconnected."),
                 () = tokio::time::sleep_until(deadline) => return End::Close(4009, "Session timeout."),
+                Some(out) = self.outbox.recv() => {
+                    if self.send_out(ws, vec![out]).await.is_err() {
+                        return End::Gone;
+                    }
+                    continue;
+                }
                 message = ws.next() => message,
             };
             let text = match message {
                 Some(Ok(Message::Text(text))) => text,
-                // DAVE's binary opcodes: not offered, so nothing to act on.
-                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Binary(bytes))) => {
+                    let sent = match self.binary(sim, &bytes) {
+                        Ok(out) => self.send_out(ws, out).await,
+                        Err(end) => return end,
+                    };
+                    if sent.is_err() {
+                        return End::Gone;
+                    }
+                    continue;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
                 Some(Ok(Message::Frame(_))) => continue,
             };
@@ -154,9 +278,47 @@ impl VoiceSession {
             let d = &payload["d"];
             let sent = match payload.get("op").and_then(Value::as_u64) {
                 Some(1) => match self.select_protocol(sim, d) {
-                    Ok(description) => self.send(ws, 4, description).await,
+                    Ok(description) => {
+                        // Who is in the call, then the external sender for the bot's group.
+                        let present = self.present(sim);
+                        let connect = json!({
+                            "user_ids": present.iter().map(u64::to_string).collect::<Vec<_>>(),
+                        });
+                        let announcement = sim.voice.sender.announcement();
+                        async {
+                            self.send(ws, 4, description).await?;
+                            if !present.is_empty() {
+                                self.send(ws, 11, connect).await?;
+                            }
+                            self.send_out(ws, vec![announcement]).await
+                        }
+                        .await
+                    }
                     Err(end) => return end,
                 },
+                // dave_protocol_ready_for_transition
+                Some(23) => {
+                    let transition = d
+                        .get("transition_id")
+                        .and_then(Value::as_u64)
+                        .and_then(|t| u16::try_from(t).ok())
+                        .unwrap_or_default();
+                    let out = self.dave(sim, |call, sender, stats| {
+                        call.ready(transition, sender, stats)
+                    });
+                    self.send_out(ws, out).await
+                }
+                // dave_mls_invalid_commit_welcome: the bot could not use what it was sent.
+                Some(31) => {
+                    sim.lock().violate(
+                        "dave",
+                        format!(
+                            "the bot could not process the commit or welcome of transition {}",
+                            d["transition_id"]
+                        ),
+                    );
+                    Ok(())
+                }
                 Some(3) => {
                     deadline = tokio::time::Instant::now() + interval + interval / 2;
                     // v4 sends the nonce itself; v8 sends {t, seq_ack}. The ACK echoes it.
@@ -218,13 +380,8 @@ impl VoiceSession {
             let ssrc = hub.next_ssrc;
             // A new session: whatever the guild had before is over.
             hub.receivers.retain(|_, r| r.guild_id != guild_id);
-            hub.take_over(
-                guild_id,
-                Link {
-                    id: self.link,
-                    stop: link.clone(),
-                },
-            );
+            let new_link = self.link(link);
+            hub.take_over(guild_id, new_link);
             let decoder = opus2::Decoder::new(48_000, opus2::Channels::Stereo)
                 .map_err(|_| End::Close(4000, "Unknown error."))?;
             hub.receivers.insert(
@@ -283,13 +440,8 @@ impl VoiceSession {
             let (true, Some(ssrc)) = (valid, ssrc) else {
                 return Err(End::Close(4006, "Session no longer valid."));
             };
-            hub.take_over(
-                guild_id,
-                Link {
-                    id: self.link,
-                    stop: link.clone(),
-                },
-            );
+            let new_link = self.link(link);
+            hub.take_over(guild_id, new_link);
             let stats = hub.stats.entry(guild_id).or_default();
             stats.connected = true;
             stats.connections += 1;
@@ -318,10 +470,16 @@ impl VoiceSession {
             return Err(End::Close(4006, "Session no longer valid."));
         };
         receiver.cipher = Some(Aes256Gcm::new(&key.into()));
+        let guild_id = receiver.guild_id;
+        let channel_id = hub.grants.get(&guild_id).map_or(0, |g| g.channel_id);
+        // A new session: a new group, formed once the bot's key package arrives.
+        hub.calls
+            .insert(guild_id, Call::new(sim.world.bot.id, channel_id));
+        hub.stats.entry(guild_id).or_default().dave.protocol_version = PROTOCOL_VERSION;
         Ok(json!({
             "mode": MODE,
             "secret_key": key.to_vec(),
-            "dave_protocol_version": 0,
+            "dave_protocol_version": PROTOCOL_VERSION,
         }))
     }
 }

@@ -7,7 +7,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use aes_gcm::Aes256Gcm;
 use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
+
+use super::dave::{Call, Change, DaveStats, ExternalSender, Out};
 
 /// What the voice server knows: the grants Discord handed out, the live connections, and what
 /// it heard.
@@ -16,6 +19,8 @@ pub(crate) struct Hub {
     /// `host:port` of the voice gateway, as VOICE_SERVER_UPDATE names it.
     pub(crate) endpoint: String,
     pub(super) udp: SocketAddr,
+    /// The voice server's identity as external sender of DAVE groups.
+    pub(super) sender: ExternalSender,
     pub(super) inner: Mutex<HubState>,
 }
 
@@ -28,7 +33,17 @@ pub(super) struct HubState {
     /// ssrc -> the receiving end of a connection.
     pub(super) receivers: HashMap<u32, Receiver>,
     pub(super) stats: BTreeMap<u64, VoiceStats>,
+    /// guild -> the DAVE group of the bot's call.
+    pub(super) calls: HashMap<u64, Call>,
     pub(super) next_ssrc: u32,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("channel_id", &self.channel_id())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A voice gateway connection, told apart from the one that replaced it.
@@ -36,6 +51,8 @@ pub(super) struct HubState {
 pub(super) struct Link {
     pub(super) id: u64,
     pub(super) stop: CancellationToken,
+    /// What the server sends the connection unasked (DAVE proposals when members come and go).
+    pub(super) outbox: UnboundedSender<Out>,
 }
 
 impl HubState {
@@ -91,6 +108,8 @@ pub(crate) struct VoiceStats {
     pub(crate) non_silent_seconds: f64,
     /// Close codes the server ended connections with.
     pub(crate) close_codes: Vec<u16>,
+    /// End-to-end encryption: the group, and what its members decrypted.
+    pub(crate) dave: DaveStats,
 }
 
 impl Hub {
@@ -98,6 +117,7 @@ impl Hub {
         Self {
             endpoint,
             udp,
+            sender: ExternalSender::new(),
             inner: Mutex::new(HubState {
                 next_ssrc: 1000,
                 ..HubState::default()
@@ -126,9 +146,43 @@ impl Hub {
         let mut hub = self.lock();
         hub.grants.remove(&guild_id);
         hub.receivers.retain(|_, r| r.guild_id != guild_id);
+        hub.calls.remove(&guild_id);
         if let Some(link) = hub.links.remove(&guild_id) {
             link.stop.cancel();
         }
+    }
+
+    /// A member moved to `channel` (or out of voice): the DAVE group of the bot's call there
+    /// takes them in or lets them go. What breaks a rule is returned, to be recorded.
+    pub(crate) fn member_moved(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        channel: Option<u64>,
+    ) -> Result<(), String> {
+        let mut hub = self.lock();
+        let HubState {
+            calls,
+            links,
+            stats,
+            ..
+        } = &mut *hub;
+        let Some(call) = calls.get_mut(&guild_id) else {
+            return Ok(());
+        };
+        let change = if channel == Some(call.channel_id()) {
+            Change::Join(user_id)
+        } else {
+            Change::Leave(user_id)
+        };
+        let stats = &mut stats.entry(guild_id).or_default().dave;
+        let out = call.change(change, &self.sender, stats)?;
+        if let Some(link) = links.get(&guild_id) {
+            for message in out {
+                link.outbox.send(message).ok();
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn stats(&self, guild_id: u64) -> VoiceStats {

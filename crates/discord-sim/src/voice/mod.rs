@@ -7,15 +7,15 @@
 //!
 //! Strict where Discord is: IDENTIFY must carry the session and token Discord handed out in
 //! VOICE_STATE_UPDATE / VOICE_SERVER_UPDATE (else 4004), must offer DAVE (else 4017), and
-//! heartbeats must keep coming (else 4009). The simulator does not run the DAVE (MLS)
-//! handshake itself: its session description answers `dave_protocol_version: 0`, so media is
-//! transport-encrypted only.
-
+//! heartbeats must keep coming (else 4009). Calls are end-to-end encrypted (DAVE v1): the
+//! server is the MLS delivery service and external sender, the members in the bot's channel
+//! are simulated MLS participants, and what is measured is what they decrypt (`dave`).
 //!
 //! # Map
 //! - `tls`: the CA and certificate; `hub`: grants, connections and what was heard;
-//!   `gateway`: the voice websocket; `rtp`: the UDP endpoint.
+//!   `gateway`: the voice websocket; `rtp`: the UDP endpoint; `dave`: the MLS groups.
 
+mod dave;
 mod gateway;
 pub(crate) mod hub;
 mod rtp;

@@ -9,7 +9,8 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Hub, HubState};
+use super::dave::Heard;
+use super::hub::HubState;
 use crate::state::Sim;
 
 /// A decoded 20 ms frame counts as heard when its RMS is above this (about -50 dBFS).
@@ -40,8 +41,10 @@ pub(super) async fn receive(sim: Arc<Sim>, udp: UdpSocket, shutdown: Cancellatio
         if len == IP_DISCOVERY_LEN && packet[..2] == [0, 1] {
             let answer = discovery_answer(packet, peer);
             udp.send_to(&answer, peer).await.ok();
-        } else if is_rtp(packet) {
-            heard(&sim.voice, packet, &mut pcm);
+        } else if is_rtp(packet)
+            && let Some(broken) = heard(&sim, packet, &mut pcm)
+        {
+            sim.lock().violate("dave", broken.to_owned());
         }
     }
 }
@@ -62,29 +65,44 @@ fn is_rtp(packet: &[u8]) -> bool {
     packet.len() > RTP_HEADER_LEN && packet[0] >> 6 == 2 && packet[1] & 0x7f == 0x78
 }
 
-/// Decrypts and decodes one RTP packet and counts it for its guild.
-fn heard(hub: &Hub, packet: &mut [u8], pcm: &mut [i16]) {
+/// Decrypts (transport, then end-to-end) and decodes one RTP packet and counts it for its
+/// guild; the rule it broke, if any.
+fn heard(sim: &Sim, packet: &mut [u8], pcm: &mut [i16]) -> Option<&'static str> {
     let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-    let mut state = hub.lock();
+    let mut state = sim.voice.lock();
     let HubState {
-        receivers, stats, ..
+        receivers,
+        stats,
+        calls,
+        ..
     } = &mut *state;
-    let Some(receiver) = receivers.get_mut(&ssrc) else {
-        return;
-    };
+    let receiver = receivers.get_mut(&ssrc)?;
     let stats = stats.entry(receiver.guild_id).or_default();
     stats.packets += 1;
-    let Some(opus) = receiver
+    let Some(frame) = receiver
         .cipher
         .as_ref()
         .and_then(|cipher| decrypt(cipher, packet))
     else {
         stats.decrypt_failures += 1;
-        return;
+        return None;
+    };
+    let decrypted;
+    let opus = match calls.get_mut(&receiver.guild_id) {
+        None => frame,
+        Some(call) => match call.frame(frame, &mut stats.dave) {
+            Heard::Clear => frame,
+            Heard::Decrypted(opus) => {
+                decrypted = opus;
+                &decrypted
+            }
+            Heard::Lost => return None,
+            Heard::Violation(rule) => return Some(rule),
+        },
     };
     if opus == SILENCE_FRAME {
         stats.audio_seconds += 0.02;
-        return;
+        return None;
     }
     match receiver.decoder.decode(opus, pcm, false) {
         Ok(samples) => {
@@ -97,6 +115,7 @@ fn heard(hub: &Hub, packet: &mut [u8], pcm: &mut [i16]) {
         }
         Err(_) => stats.decode_failures += 1,
     }
+    None
 }
 
 /// `aead_aes256_gcm_rtpsize`: the RTP header (and the extension's 4-byte header) is the
