@@ -89,6 +89,36 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Closes the broker connections of the virtual host whose `column` (a `list_connections`
+/// item: `user`, `client_properties`...) contains `matching`; how many there were. Only this
+/// virtual host's: `list_connections` lists every connection on the broker, other tests' too.
+///
+/// # Panics
+/// When `rabbitmqctl` fails.
+pub fn close_connections(vhost: &Vhost, column: &str, matching: &str, reason: &str) -> usize {
+    let listed = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "vhost",
+        column,
+    ]);
+    let mut closed = 0;
+    for line in listed.lines() {
+        let mut fields = line.split('\t');
+        let (Some(connection), Some(host)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if host != vhost.name() || !fields.any(|f| f.contains(matching)) {
+            continue;
+        }
+        rabbitmqctl(&["close_connection", connection, reason]);
+        closed += 1;
+    }
+    closed
+}
+
 /// The simulator, a bus, and Disco's roles running on it, started the way `disco up` starts
 /// them: through [`disco::run`], with settings parsed from flags, production defaults.
 #[derive(Debug)]

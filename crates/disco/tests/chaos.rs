@@ -443,19 +443,12 @@ mod chaos {
             fleet.vhost.name(),
             &fleet.ingress_user,
         ]);
-        let listed = rabbitmqctl(&[
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "-p",
-            fleet.vhost.name(),
-            "pid",
+        tests::close_connections(
+            &fleet.vhost,
             "user",
-        ]);
-        for line in listed.lines().filter(|l| l.contains(&fleet.ingress_user)) {
-            let connection = line.split_whitespace().next().unwrap();
-            rabbitmqctl(&["close_connection", connection, "chaos: ingress cut off"]);
-        }
+            &fleet.ingress_user,
+            "chaos: ingress cut off",
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
         fleet.vhost.allow(&fleet.ingress_user);
         until_ready(fleet.processes["ingress"].admin).await;

@@ -54,17 +54,11 @@ async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
     );
 
     rabbitmqctl(&["clear_permissions", "-p", vhost.name(), "guest"]);
-    let listed = rabbitmqctl(&[
-        "list_connections",
-        "-q",
-        "--no-table-headers",
-        "-p",
-        vhost.name(),
-        "pid",
-    ]);
-    for connection in listed.lines().filter(|l| !l.trim().is_empty()) {
-        rabbitmqctl(&["close_connection", connection.trim(), "faults: broker gone"]);
-    }
+    let closed = tests::close_connections(&vhost, "user", "guest", "faults: broker gone");
+    assert!(
+        closed >= 2,
+        "the worker's and the ingress's connections: {closed}"
+    );
     let (id, deferred, elapsed_ms) = slash(&control, &sim, "ping").await;
     assert_eq!(
         deferred,

@@ -84,22 +84,7 @@ async fn listening(vhost: &Vhost) -> (Bus, Consumer) {
 
 /// Closes the broker connections of process `pid` in the virtual host; how many there were.
 fn close_connections(vhost: &Vhost, pid: u32, reason: &str) -> usize {
-    let listed = rabbitmqctl(&[
-        "list_connections",
-        "-q",
-        "--no-table-headers",
-        "-p",
-        vhost.name(),
-        "pid",
-        "client_properties",
-    ]);
-    let mut closed = 0;
-    for line in listed.lines().filter(|l| l.contains(&format!("pid {pid}"))) {
-        let connection = line.split_whitespace().next().unwrap();
-        rabbitmqctl(&["close_connection", connection, reason]);
-        closed += 1;
-    }
-    closed
+    tests::close_connections(vhost, "client_properties", &format!("pid {pid}"), reason)
 }
 
 async fn shard_logs(control: &Control) -> Vec<Value> {
