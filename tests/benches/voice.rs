@@ -9,6 +9,10 @@
 //! per second. The simulator (decrypting and decoding every packet) runs in this process, on
 //! the same two cores, so the node's share of the machine is smaller than a real one's.
 //!
+//! Calls are end-to-end encrypted (DAVE) as on Discord: the node encrypts every frame for the
+//! call's group, and the simulated member decrypts it. `DAVE=0` serves transport encryption
+//! only, to compare.
+//!
 //! `just bench-voice` (it builds the release `disco` first). `CALLS` sets the steps (default
 //! `1,10,20,40,60,80`).
 
@@ -41,7 +45,10 @@ fn main() {
 
 /// A world of `count` guilds, each with a member (alice) already in its voice channel.
 fn world(count: usize) -> discord_sim::World {
-    let mut world = discord_sim::World::default();
+    let mut world = discord_sim::World {
+        dave: std::env::var("DAVE").map_or(true, |v| v != "0"),
+        ..discord_sim::World::default()
+    };
     let template = world.guilds[0].clone();
     let alice = template.members[0].id;
     let generous = Limit {
@@ -128,8 +135,13 @@ async fn calls(steps: &[usize]) {
     let alice = sim.world.guilds[0].members[0].id;
     let guilds: Vec<u64> = sim.world.guilds.iter().map(|g| g.id).collect();
     println!(
-        "voice: calls playing Ogg/Vorbis through one voice-node process (release), {} s windows",
-        WINDOW.as_secs()
+        "voice: calls playing Ogg/Vorbis through one voice-node process (release), {} s windows, {}",
+        WINDOW.as_secs(),
+        if sim.world.dave {
+            "end-to-end encrypted (DAVE)"
+        } else {
+            "transport encryption only"
+        }
     );
     println!("  calls  node CPU  per call   held (>= 95% of 50 packets/s)  slowest call  node RSS");
     let mut started = 0;

@@ -233,8 +233,12 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
         .await;
     let lost = after["dave"]["frames_failed"].as_u64().unwrap();
     println!(
-        "DAVE across a join and a leave: {} frames decrypted, {lost} lost, {} in the clear",
-        after["dave"]["frames_decrypted"], after["dave"]["frames_plaintext"]
+        "DAVE over the call, a join and a leave included: {} packets sent, {} frames \
+         decrypted, {lost} lost ({} in transitions), {} in the clear",
+        after["packets"],
+        after["dave"]["frames_decrypted"],
+        after["dave"]["frames_lost_in_transition"],
+        after["dave"]["frames_plaintext"]
     );
     assert!(
         lost <= 5,

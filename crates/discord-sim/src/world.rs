@@ -43,6 +43,10 @@ pub struct World {
     /// How long each REST request takes to answer, in milliseconds (Discord: tens of ms).
     #[serde(default)]
     pub rest_latency_ms: u64,
+    /// Whether voice calls are end-to-end encrypted (DAVE), as Discord's are since March 2026;
+    /// `false` serves transport encryption only, as before (to compare the cost).
+    #[serde(default = "yes")]
+    pub dave: bool,
     /// The guilds the bot is in.
     pub guilds: Vec<Guild>,
 }
@@ -299,6 +303,7 @@ impl Default for World {
             heartbeat_interval_ms: heartbeat_interval(),
             rate_limits: RateLimits::default(),
             rest_latency_ms: 0,
+            dave: true,
             guilds: vec![guild(0, "Disco Lounge"), guild(1, "Disco Annex")],
         }
     }

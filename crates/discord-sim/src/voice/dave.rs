@@ -135,6 +135,12 @@ pub(crate) enum Change {
     Leave(u64),
 }
 
+/// What the voice server proposes as external sender.
+enum Proposed {
+    Add(Box<KeyPackage>),
+    Remove(LeafNodeIndex),
+}
+
 /// Where the call's current transition is.
 enum Pending {
     /// Proposals sent to the bot; its commit is awaited. A joining member waits for the
@@ -241,7 +247,7 @@ impl Call {
         let epoch = GroupEpoch::from(0);
         let mut proposals = Vec::new();
         for package in packages {
-            proposals.extend(self.propose_add(package, epoch, sender)?);
+            proposals.extend(self.propose(Proposed::Add(Box::new(package)), epoch, sender)?);
         }
         let (first, rest) = members.split_first_mut().expect("someone is present");
         let commit = first
@@ -271,22 +277,30 @@ impl Call {
         Ok(vec![Out::Binary(30, with_transition(transition, &welcome))])
     }
 
-    fn propose_add(
+    /// An external proposal, signed by the voice server, as an MLS message.
+    fn propose(
         &self,
-        package: KeyPackage,
+        proposal: Proposed,
         epoch: GroupEpoch,
         sender: &ExternalSender,
     ) -> Result<Vec<u8>, String> {
-        openmls::prelude::ExternalProposal::new_add::<OpenMlsRustCrypto>(
-            package,
-            GroupId::from_slice(&self.channel_id.to_be_bytes()),
-            epoch,
-            &sender.signer,
-            SenderExtensionIndex::new(0),
-        )
-        .map_err(|e| format!("proposing an add: {e}"))?
-        .tls_serialize_detached()
-        .map_err(|e| format!("proposing an add: {e}"))
+        use openmls::prelude::ExternalProposal;
+        let group = GroupId::from_slice(&self.channel_id.to_be_bytes());
+        let index = SenderExtensionIndex::new(0);
+        let signer = &sender.signer;
+        let message = match proposal {
+            Proposed::Add(package) => ExternalProposal::new_add::<OpenMlsRustCrypto>(
+                *package, group, epoch, signer, index,
+            )
+            .map_err(|e| e.to_string()),
+            Proposed::Remove(leaf) => {
+                ExternalProposal::new_remove::<OpenMlsRustCrypto>(leaf, group, epoch, signer, index)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        message
+            .and_then(|m| m.tls_serialize_detached().map_err(|e| e.to_string()))
+            .map_err(|e| format!("proposing a change: {e}"))
     }
 
     /// A member moved into the bot's channel (`Join`) or out of it (`Leave`).
@@ -317,7 +331,7 @@ impl Call {
                 }
                 let mut member = Member::new(user, self.channel_id, sender)?;
                 let package = member.key_package()?;
-                let proposal = self.propose_add(package, epoch, sender)?;
+                let proposal = self.propose(Proposed::Add(Box::new(package)), epoch, sender)?;
                 (proposal, Some(Box::new(member)))
             }
             Change::Leave(user) => {
@@ -329,7 +343,7 @@ impl Call {
                     .session
                     .own_leaf_index()
                     .ok_or("a member outside the group")?;
-                (self.propose_remove(leaf, epoch, sender)?, None)
+                (self.propose(Proposed::Remove(leaf), epoch, sender)?, None)
             }
         };
         let proposals = vl(proposal);
@@ -352,24 +366,6 @@ impl Call {
         payload.extend_from_slice(&proposals);
         out.push(Out::Binary(27, payload));
         Ok(out)
-    }
-
-    fn propose_remove(
-        &self,
-        leaf: LeafNodeIndex,
-        epoch: GroupEpoch,
-        sender: &ExternalSender,
-    ) -> Result<Vec<u8>, String> {
-        openmls::prelude::ExternalProposal::new_remove::<OpenMlsRustCrypto>(
-            leaf,
-            GroupId::from_slice(&self.channel_id.to_be_bytes()),
-            epoch,
-            &sender.signer,
-            SenderExtensionIndex::new(0),
-        )
-        .map_err(|e| format!("proposing a removal: {e}"))?
-        .tls_serialize_detached()
-        .map_err(|e| format!("proposing a removal: {e}"))
     }
 
     /// Op 28 from the bot: its commit (and a welcome, when it adds someone). The members

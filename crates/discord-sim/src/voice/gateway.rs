@@ -284,13 +284,13 @@ impl VoiceSession {
                         let connect = json!({
                             "user_ids": present.iter().map(u64::to_string).collect::<Vec<_>>(),
                         });
-                        let announcement = sim.voice.sender.announcement();
+                        let dave = sim.world.dave.then(|| sim.voice.sender.announcement());
                         async {
                             self.send(ws, 4, description).await?;
                             if !present.is_empty() {
                                 self.send(ws, 11, connect).await?;
                             }
-                            self.send_out(ws, vec![announcement]).await
+                            self.send_out(ws, dave.into_iter().collect()).await
                         }
                         .await
                     }
@@ -472,14 +472,19 @@ impl VoiceSession {
         receiver.cipher = Some(Aes256Gcm::new(&key.into()));
         let guild_id = receiver.guild_id;
         let channel_id = hub.grants.get(&guild_id).map_or(0, |g| g.channel_id);
-        // A new session: a new group, formed once the bot's key package arrives.
-        hub.calls
-            .insert(guild_id, Call::new(sim.world.bot.id, channel_id));
-        hub.stats.entry(guild_id).or_default().dave.protocol_version = PROTOCOL_VERSION;
+        let version = if sim.world.dave {
+            // A new session: a new group, formed once the bot's key package arrives.
+            hub.calls
+                .insert(guild_id, Call::new(sim.world.bot.id, channel_id));
+            PROTOCOL_VERSION
+        } else {
+            0
+        };
+        hub.stats.entry(guild_id).or_default().dave.protocol_version = version;
         Ok(json!({
             "mode": MODE,
             "secret_key": key.to_vec(),
-            "dave_protocol_version": PROTOCOL_VERSION,
+            "dave_protocol_version": version,
         }))
     }
 }
