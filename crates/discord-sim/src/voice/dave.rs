@@ -92,7 +92,8 @@ pub(crate) struct DaveStats {
     pub(crate) transitions: u32,
     /// Frames of the bot the members decrypted.
     pub(crate) frames_decrypted: u64,
-    /// Frames some member could not decrypt (those in a transition included).
+    /// Frames some member could not decrypt (those in a transition included; the others
+    /// may have heard them).
     pub(crate) frames_failed: u64,
     /// Of those, the ones within a transition's grace period.
     pub(crate) frames_lost_in_transition: u64,
@@ -431,12 +432,12 @@ impl Call {
     }
 
     fn sync(&self, stats: &mut DaveStats) {
-        if let Some(first) = self.members.first() {
-            if let Some(epoch) = first.session.epoch() {
-                stats.epoch = epoch.as_u64();
-            }
-            stats.privacy_code = first.session.voice_privacy_code().map(str::to_owned);
-        }
+        stats.epoch = self.epoch;
+        stats.privacy_code = self
+            .members
+            .first()
+            .and_then(|m| m.session.voice_privacy_code())
+            .map(str::to_owned);
         stats.members = self.members.iter().map(|m| m.user_id.to_string()).collect();
     }
 
@@ -476,8 +477,9 @@ impl Call {
             .changed_at
             .is_some_and(|at| now.duration_since(at) < TRANSITION_GRACE);
         if in_transition {
+            // Lost to some member (one who just joined, say); the others may have heard it.
             stats.frames_lost_in_transition += 1;
-            Heard::Lost
+            heard.map_or(Heard::Lost, Heard::Decrypted)
         } else {
             self.broken("media a member of the call cannot decrypt")
         }
@@ -499,7 +501,7 @@ pub(crate) enum Heard {
     Clear,
     /// Decrypted: decode this.
     Decrypted(Vec<u8>),
-    /// Lost in a transition (counted).
+    /// Heard by no member (counted).
     Lost,
     /// Breaks a rule.
     Violation(&'static str),
