@@ -171,6 +171,15 @@ pub(crate) struct Call {
     reported: bool,
 }
 
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("channel_id", &self.channel_id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Call {
     pub(crate) fn new(bot: u64, channel_id: u64) -> Self {
         Self {

@@ -38,14 +38,6 @@ pub(super) struct HubState {
     pub(super) next_ssrc: u32,
 }
 
-impl std::fmt::Debug for Call {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call")
-            .field("channel_id", &self.channel_id())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A voice gateway connection, told apart from the one that replaced it.
 #[derive(Debug)]
 pub(super) struct Link {

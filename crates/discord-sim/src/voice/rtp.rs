@@ -44,7 +44,7 @@ pub(super) async fn receive(sim: Arc<Sim>, udp: UdpSocket, shutdown: Cancellatio
         } else if is_rtp(packet)
             && let Some(broken) = heard(&sim, packet, &mut pcm)
         {
-            sim.lock().violate("dave", broken.to_owned());
+            sim.lock().violate("dave", broken);
         }
     }
 }
@@ -67,7 +67,7 @@ fn is_rtp(packet: &[u8]) -> bool {
 
 /// Decrypts (transport, then end-to-end) and decodes one RTP packet and counts it for its
 /// guild; the rule it broke, if any.
-fn heard(sim: &Sim, packet: &mut [u8], pcm: &mut [i16]) -> Option<&'static str> {
+fn heard(sim: &Sim, packet: &mut [u8], pcm: &mut [i16]) -> Option<String> {
     let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
     let mut state = sim.voice.lock();
     let HubState {
@@ -97,7 +97,7 @@ fn heard(sim: &Sim, packet: &mut [u8], pcm: &mut [i16]) -> Option<&'static str> 
                 &decrypted
             }
             Heard::Lost => return None,
-            Heard::Violation(rule) => return Some(rule),
+            Heard::Violation(rule) => return Some(format!("guild {}: {rule}", receiver.guild_id)),
         },
     };
     if opus == SILENCE_FRAME {
