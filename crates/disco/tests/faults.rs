@@ -27,9 +27,10 @@ async fn slash(control: &Control, sim: &Simulator, name: &str) -> (String, Value
 /// edited into an apology once the ingress stops waiting. Readiness drops meanwhile; when the
 /// broker takes them back, both roles reconnect and the next command is answered.
 ///
-/// (The broker is not made to go away by deleting the virtual host: its quorum queues would be
-/// declared again under the names of the ones still being deleted, which RabbitMQ 3.10 on a
-/// loaded machine answered only after seconds, stalling quorum queues of other tests too.)
+/// (The broker is not made to go away by deleting the virtual host any more: its quorum queues
+/// were then declared again under the names of ones RabbitMQ was still deleting, the one thing
+/// only this test did, and the likeliest cause of a CI run where the worker never declared its
+/// queue again and a test beside it hung. A real outage keeps the queues anyway.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
     let ingress = free_address();
