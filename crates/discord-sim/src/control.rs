@@ -485,7 +485,9 @@ async fn voice_state(
             None => state.voice.remove(&(guild.id, user.id)),
         };
     }
-    if let Err(error) = sim.voice.member_moved(guild.id, user.id, new.channel_id) {
+    if user.id != sim.world.bot.id
+        && let Err(error) = sim.voice.member_moved(guild.id, user.id, new.channel_id)
+    {
         sim.lock()
             .violate("dave", format!("guild {}: {error}", guild.id));
     }

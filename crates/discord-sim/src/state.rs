@@ -429,10 +429,13 @@ impl Sim {
         let signing = SigningKey::from_bytes(&world.seed());
         let mut state = State::default();
         for guild in &world.guilds {
-            for voice in &guild.voice_states {
+            for seated in &guild.voice_states {
                 state
                     .voice
-                    .insert((guild.id, voice.user_id), voice.channel_id);
+                    .insert((guild.id, seated.user_id), seated.channel_id);
+                if seated.user_id != world.bot.id {
+                    voice.seat(guild.id, seated.user_id, seated.channel_id);
+                }
             }
         }
         Self {

@@ -155,6 +155,7 @@ impl VoiceSession {
         sim: &Sim,
         step: impl FnOnce(
             &mut Call,
+            &[u64],
             &super::dave::ExternalSender,
             &mut super::dave::DaveStats,
         ) -> Result<Vec<Out>, String>,
@@ -164,10 +165,13 @@ impl VoiceSession {
         };
         let result = {
             let mut hub = sim.voice.lock();
+            // Read under the lock that member moves take: none is missed in between.
+            let present = hub.present(guild_id);
             let HubState { calls, stats, .. } = &mut *hub;
             match calls.get_mut(&guild_id) {
                 Some(call) => step(
                     call,
+                    &present,
                     &sim.voice.sender,
                     &mut stats.entry(guild_id).or_default().dave,
                 ),
@@ -187,34 +191,19 @@ impl VoiceSession {
             return Err(End::Close(4002, "Failed to decode payload."));
         };
         match op {
-            26 => {
-                let present = self.present(sim);
-                Ok(self.dave(sim, |call, sender, stats| {
-                    call.key_package(payload, &present, sender, stats)
-                }))
-            }
-            28 => Ok(self.dave(sim, |call, _, stats| call.commit(payload, stats))),
+            26 => Ok(self.dave(sim, |call, present, sender, stats| {
+                call.key_package(payload, present, sender, stats)
+            })),
+            28 => Ok(self.dave(sim, |call, _, _, stats| call.commit(payload, stats))),
             _ => Err(End::Close(4001, "Unknown opcode.")),
         }
     }
 
     /// The members (not the bot) in the voice channel the bot was granted.
     fn present(&self, sim: &Sim) -> Vec<u64> {
-        let Some(guild_id) = self.guild_id else {
-            return Vec::new();
-        };
-        let Some(channel) = sim.voice.lock().grants.get(&guild_id).map(|g| g.channel_id) else {
-            return Vec::new();
-        };
-        let bot = sim.world.bot.id;
-        sim.lock()
-            .voice
-            .iter()
-            .filter(|((guild, user), in_channel)| {
-                *guild == guild_id && *user != bot && **in_channel == channel
-            })
-            .map(|((_, user), _)| *user)
-            .collect()
+        self.guild_id
+            .map(|guild_id| sim.voice.lock().present(guild_id))
+            .unwrap_or_default()
     }
 
     async fn send(&mut self, ws: &mut Ws, op: u8, d: Value) -> Result<(), BoxError> {
@@ -303,7 +292,7 @@ impl VoiceSession {
                         .and_then(Value::as_u64)
                         .and_then(|t| u16::try_from(t).ok())
                         .unwrap_or_default();
-                    let out = self.dave(sim, |call, sender, stats| {
+                    let out = self.dave(sim, |call, _, sender, stats| {
                         call.ready(transition, sender, stats)
                     });
                     self.send_out(ws, out).await

@@ -35,6 +35,9 @@ pub(super) struct HubState {
     pub(super) stats: BTreeMap<u64, VoiceStats>,
     /// guild -> the DAVE group of the bot's call.
     pub(super) calls: HashMap<u64, Call>,
+    /// (guild, member) -> the voice channel the member is in: who a call's group holds, kept
+    /// under this lock so a member moving while the bot connects is not missed.
+    pub(super) seated: BTreeMap<(u64, u64), u64>,
     pub(super) next_ssrc: u32,
 }
 
@@ -48,6 +51,18 @@ pub(super) struct Link {
 }
 
 impl HubState {
+    /// The members (not the bot) in the voice channel the bot was granted in `guild_id`.
+    pub(super) fn present(&self, guild_id: u64) -> Vec<u64> {
+        let Some(channel) = self.grants.get(&guild_id).map(|g| g.channel_id) else {
+            return Vec::new();
+        };
+        self.seated
+            .range((guild_id, 0)..=(guild_id, u64::MAX))
+            .filter(|(_, in_channel)| **in_channel == channel)
+            .map(|((_, user), _)| *user)
+            .collect()
+    }
+
     /// `link` becomes the guild's connection; the one it replaces is ended.
     pub(super) fn take_over(&mut self, guild_id: u64, link: Link) {
         if let Some(old) = self.links.insert(guild_id, link) {
@@ -144,6 +159,11 @@ impl Hub {
         }
     }
 
+    /// A member (not the bot) is in `channel` from the start.
+    pub(crate) fn seat(&self, guild_id: u64, user_id: u64, channel: u64) {
+        self.lock().seated.insert((guild_id, user_id), channel);
+    }
+
     /// A member moved to `channel` (or out of voice): the DAVE group of the bot's call there
     /// takes them in or lets them go. What breaks a rule is returned, to be recorded.
     pub(crate) fn member_moved(
@@ -153,6 +173,10 @@ impl Hub {
         channel: Option<u64>,
     ) -> Result<(), String> {
         let mut hub = self.lock();
+        match channel {
+            Some(channel) => hub.seated.insert((guild_id, user_id), channel),
+            None => hub.seated.remove(&(guild_id, user_id)),
+        };
         let HubState {
             calls,
             links,
@@ -183,5 +207,32 @@ impl Hub {
             .get(&guild_id)
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Who a call's group is formed with is read under the lock member moves take, so a
+    /// member who comes while the bot connects is in it.
+    #[test]
+    fn members_moving_are_seen_by_the_call_in_their_channel_only() {
+        let (guild, lounge, hall) = (1, 10, 20);
+        let hub = Hub::new(
+            "voice:443".to_owned(),
+            "127.0.0.1:9".parse().expect("address"),
+        );
+        hub.seat(guild, 100, lounge);
+        hub.grant(guild, lounge, "session", "token");
+        hub.lock().calls.insert(guild, Call::new(7, lounge));
+        hub.member_moved(guild, 200, Some(lounge))
+            .expect("no rule broken");
+        hub.member_moved(guild, 300, Some(hall))
+            .expect("no rule broken");
+        assert_eq!(hub.lock().present(guild), [100, 200]);
+        hub.member_moved(guild, 100, None).expect("no rule broken");
+        assert_eq!(hub.lock().present(guild), [200]);
+        assert!(hub.lock().present(2).is_empty(), "another guild");
     }
 }
