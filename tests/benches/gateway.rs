@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bus::{Bus, RabbitConfig, Subscription};
 use disco_proto::{Secret, route};
-use discord_sim::{Config as SimConfig, Control, Simulator};
 use gateway_shard::{Config, GatewayShard, ShardRange};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -42,12 +41,11 @@ fn main() {
 }
 
 async fn throughput(events: u32) {
-    let mut config = SimConfig::default();
-    config.world.recommended_shards = 1;
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(discord_sim::World {
+        recommended_shards: 1,
+        ..discord_sim::World::default()
+    })
+    .await;
     let bus = Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), "bench-gateway").unwrap())
         .await
         .unwrap();
@@ -132,13 +130,12 @@ async fn idle_memory() {
     let Some(disco) = tests::release_disco("idle memory") else {
         return;
     };
-    let mut config = SimConfig::default();
-    config.world.max_concurrency = 16;
-    config.world.recommended_shards = 16;
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(discord_sim::World {
+        max_concurrency: 16,
+        recommended_shards: 16,
+        ..discord_sim::World::default()
+    })
+    .await;
     let vhost = Vhost::new("bench");
     let mut child = spawn_disco(
         &disco,
@@ -167,14 +164,7 @@ async fn at_scale() {
     let Some(disco) = tests::release_disco("at scale") else {
         return;
     };
-    let config = SimConfig {
-        world: discord_sim::World::at_scale(SHARDS, 16, 2_000),
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(discord_sim::World::at_scale(SHARDS, 16, 2_000)).await;
     let vhost = Vhost::new("bench-scale");
     let started = Instant::now();
     let mut children: Vec<_> = (0..4)

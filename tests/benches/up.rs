@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use discord_sim::World;
 use discord_sim::world::Limit;
-use discord_sim::{Config as SimConfig, Control, Simulator, World};
 use tests::measure::{cpu_seconds, rss_kib};
 use tests::{free_address, messages_sent, release_disco, say_many_in, until_ready};
 
@@ -34,16 +34,7 @@ fn main() {
             window_ms: 1_000,
         };
         world.rest_latency_ms = latency;
-        let sim = Simulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            SimConfig {
-                world,
-                ..SimConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        let control = Control::new(&sim.rest_url);
+        let (sim, control) = tests::simulate(world).await;
         let admin = free_address();
         let mut up = tokio::process::Command::new(&disco)
             .arg("up")

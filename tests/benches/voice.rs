@@ -20,8 +20,8 @@
 
 use std::time::Duration;
 
+use discord_sim::Control;
 use discord_sim::world::{Channel, ChannelKind, Guild, Limit, VoiceState};
-use discord_sim::{Config as SimConfig, Control, Simulator};
 use tests::measure::{cpu_seconds, rss_kib};
 use tests::{Vhost, disco_command, until_queues, until_shards_connected};
 
@@ -99,23 +99,14 @@ async fn calls(steps: &[usize]) {
         return;
     };
     let most = steps.iter().copied().max().unwrap_or(1);
-    let config = SimConfig {
-        world: world(most),
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(world(most)).await;
     let vhost = Vhost::new("bench-voice");
-    let ca = std::env::temp_dir().join(format!("disco-bench-ca-{}.pem", std::process::id()));
-    std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
-    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/voice-node/media");
+    let ca = tests::VoiceCa::new(&sim, "bench");
     let spawn = |args: &[&str]| {
         let mut command = disco_command(&disco, args, &sim, &vhost);
         command
-            .env("SSL_CERT_FILE", &ca)
-            .env("DISCO_MEDIA_DIR", media)
+            .env("SSL_CERT_FILE", ca.path())
+            .env("DISCO_MEDIA_DIR", tests::MEDIA_DIR)
             .env("DISCO_VOICE_TIMEOUT_MS", "30000");
         command.spawn().unwrap()
     };
@@ -198,6 +189,5 @@ async fn calls(steps: &[usize]) {
             break;
         }
     }
-    std::fs::remove_file(&ca).ok();
     sim.stop().await.unwrap();
 }

@@ -89,6 +89,55 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The voice node's bundled media (`DISCO_MEDIA_DIR`).
+pub const MEDIA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/voice-node/media");
+
+/// The simulator's voice CA in a file, for a voice node to trust through `SSL_CERT_FILE`
+/// (songbird only dials `wss://`); removed when dropped.
+#[derive(Debug)]
+pub struct VoiceCa {
+    path: std::path::PathBuf,
+}
+
+impl VoiceCa {
+    /// Writes `sim`'s CA to a file named after `name` and this process.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn new(sim: &Simulator, name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("disco-{name}-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, sim.voice_tls.ca_pem()).expect("the CA file is written");
+        Self { path }
+    }
+
+    /// Where it is: the value of `SSL_CERT_FILE`.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for VoiceCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The simulator serving `world` on a free port, and its control API.
+///
+/// # Panics
+/// When the simulator does not start.
+pub async fn simulate(world: discord_sim::World) -> (Simulator, Control) {
+    let config = SimConfig {
+        world,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start("127.0.0.1:0".parse().expect("an address"), config)
+        .await
+        .expect("the simulator starts");
+    let control = Control::new(&sim.rest_url);
+    (sim, control)
+}
+
 /// Closes the broker connections of the virtual host whose `column` (a `list_connections`
 /// item: `user`, `client_properties`...) contains `matching`; how many there were. Only this
 /// virtual host's: `list_connections` lists every connection on the broker, other tests' too.

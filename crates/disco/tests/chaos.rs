@@ -49,16 +49,7 @@ mod chaos {
         processes: BTreeMap<&'static str, Process>,
         /// The ingress's own RabbitMQ user, so that it alone can be cut off the bus.
         ingress_user: String,
-        _ca: RemovedOnDrop,
-    }
-
-    /// A file removed when dropped.
-    struct RemovedOnDrop(std::path::PathBuf);
-
-    impl Drop for RemovedOnDrop {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
+        _ca: tests::VoiceCa,
     }
 
     impl Fleet {
@@ -69,24 +60,20 @@ mod chaos {
             let ingress_user = format!("{}-ingress", vhost.name());
             rabbitmqctl(&["add_user", &ingress_user, "ingress"]);
             vhost.allow(&ingress_user);
-            let ca = std::env::temp_dir().join(format!("{}-ca.pem", vhost.name()));
-            std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
+            let ca = tests::VoiceCa::new(&sim, vhost.name());
+            let common = [
+                ("DISCO_SHARD_TOTAL", "2".to_owned()),
+                ("SSL_CERT_FILE", ca.path().display().to_string()),
+                ("DISCO_MEDIA_DIR", tests::MEDIA_DIR.to_owned()),
+            ];
             let mut fleet = Self {
                 sim,
                 control,
                 vhost,
                 processes: BTreeMap::new(),
                 ingress_user,
-                _ca: RemovedOnDrop(ca.clone()),
+                _ca: ca,
             };
-            let common = [
-                ("DISCO_SHARD_TOTAL", "2".to_owned()),
-                ("SSL_CERT_FILE", ca.display().to_string()),
-                (
-                    "DISCO_MEDIA_DIR",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media").to_owned(),
-                ),
-            ];
             let env = |extra: &[(&str, String)]| -> Vec<(String, String)> {
                 common
                     .iter()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bus::{Bus, Consumer, RabbitConfig, Subscription};
 use disco_proto::v1::GatewayEvent;
 use disco_proto::{Secret, route};
-use discord_sim::{Config as SimConfig, Control, Simulator};
+use discord_sim::{Control, Simulator};
 use serde_json::Value;
 use tests::{Vhost, rabbitmqctl, say_many, spawn_disco, until_shards_connected};
 
@@ -58,14 +58,10 @@ impl Gateway {
 }
 
 /// The simulator with the default world as `world` changes it, and its control API.
-async fn simulate(world: impl FnOnce(&mut discord_sim::World)) -> (Simulator, Control) {
-    let mut config = SimConfig::default();
-    world(&mut config.world);
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
-    (sim, control)
+async fn simulate(change: impl FnOnce(&mut discord_sim::World)) -> (Simulator, Control) {
+    let mut world = discord_sim::World::default();
+    change(&mut world);
+    tests::simulate(world).await
 }
 
 /// A consumer of every MESSAGE_CREATE published in the virtual host, and its bus.

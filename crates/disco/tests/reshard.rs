@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use discord_sim::{Config as SimConfig, Control, Simulator, World};
+use discord_sim::{Simulator, World};
 use serde_json::json;
 use tests::{
     Vhost, spawn_disco, spawn_gateways, until_answered_once, until_queues, until_shards_connected,
@@ -25,18 +25,22 @@ fn generation(sim: &Simulator, vhost: &Vhost, total: u32, processes: u32) -> Vec
     spawn_gateways(binary, sim, vhost, total, processes, &[])
 }
 
+/// Waits for every process of `what` to exit by itself, each with status 0.
+async fn exit_by_themselves(processes: &mut [Child], what: &str) {
+    for process in processes {
+        let status = tokio::time::timeout(PATIENCE, process.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{what} exits by itself"))
+            .unwrap();
+        assert!(status.success(), "{what}: a process exits 0: {status}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
     let mut world = World::at_scale(8, 4, 64);
     tests::unthrottled(&mut world);
-    let config = SimConfig {
-        world,
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(world).await;
     let vhost = Vhost::new("reshard");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     let synced = tests::disco_command(binary, &["commands", "sync"], &sim, &vhost)
@@ -77,13 +81,7 @@ async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
     let started = std::time::Instant::now();
     let new = generation(&sim, &vhost, 8, 4);
     // The old processes go by themselves once the new generation is READY in full.
-    for child in &mut old {
-        let status = tokio::time::timeout(PATIENCE, child.wait())
-            .await
-            .expect("the old generation exits by itself")
-            .unwrap();
-        assert!(status.success(), "a retiring process exits 0: {status}");
-    }
+    exit_by_themselves(&mut old, "the old generation").await;
     let retired_in = started.elapsed();
     // Commands go on through the new generation alone.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -115,13 +113,11 @@ async fn four_shards_become_eight_with_no_command_lost_or_answered_twice() {
     );
     // Kubernetes restarts a pod that exited: a process of the old generation started again
     // stays down, without identifying.
-    for mut again in generation(&sim, &vhost, 4, 2) {
-        let status = tokio::time::timeout(PATIENCE, again.wait())
-            .await
-            .expect("a superseded process exits by itself")
-            .unwrap();
-        assert!(status.success(), "{status}");
-    }
+    exit_by_themselves(
+        &mut generation(&sim, &vhost, 4, 2),
+        "a superseded generation",
+    )
+    .await;
     let shards = control.get("/shards").await.unwrap();
     for shard in shards["shards"].as_array().unwrap() {
         assert_eq!(
@@ -153,27 +149,16 @@ async fn voice_follows_the_new_generation_and_a_call_goes_on_through_it() {
     for channel in &mut world.guilds[1].channels {
         channel.id += moved;
     }
-    let sim = Simulator::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SimConfig {
-            world,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(world).await;
     let vhost = Vhost::new("reshard-voice");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
-    let ca = std::env::temp_dir().join(format!("disco-reshard-ca-{}.pem", std::process::id()));
-    std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
-    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media");
+    let ca = tests::VoiceCa::new(&sim, "reshard");
     let node_admin = tests::free_address();
     let disco = |args: &[&str]| {
         let mut command = tests::disco_command(binary, args, &sim, &vhost);
         command
-            .env("SSL_CERT_FILE", &ca)
-            .env("DISCO_MEDIA_DIR", media)
+            .env("SSL_CERT_FILE", ca.path())
+            .env("DISCO_MEDIA_DIR", tests::MEDIA_DIR)
             .env("DISCO_VOICE_IDLE_TIMEOUT_SECS", "2")
             .env("DISCO_VOICE_TIMEOUT_MS", "20000")
             .env("DISCO_METRICS_LISTEN", node_admin.to_string());
@@ -228,13 +213,7 @@ async fn voice_follows_the_new_generation_and_a_call_goes_on_through_it() {
 
     // The new generation comes; the old one retires. The call goes on, on its connection.
     let new = generation(&sim, &vhost, 4, 2);
-    for child in &mut old {
-        let status = tokio::time::timeout(PATIENCE, child.wait())
-            .await
-            .expect("the old generation exits by itself")
-            .unwrap();
-        assert!(status.success(), "{status}");
-    }
+    exit_by_themselves(&mut old, "the old generation").await;
     let before = heard(&control.voice_stats(guild.id).await.unwrap());
     let stats = until_voice(
         "the track goes on after the reshard",

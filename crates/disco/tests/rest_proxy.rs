@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use discord_sim::{Config as SimConfig, Control, Simulator, World};
+use discord_sim::{Control, Simulator, World};
 use tests::{
     Vhost, disco_command, free_address, messages_sent, metric, reply_to, say_many_in,
     start_rest_proxy, until_shards_connected,
@@ -34,16 +34,7 @@ impl Fleet {
     /// The simulator with `world`, a rest-proxy (with `proxy_args`), `workers` workers and a
     /// gateway, every REST call through the proxy; returns once the shard is connected.
     async fn start(name: &str, world: World, proxy_args: &[&str], workers: usize) -> Self {
-        let sim = Simulator::start(
-            "127.0.0.1:0".parse().unwrap(),
-            SimConfig {
-                world,
-                ..SimConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        let control = Control::new(&sim.rest_url);
+        let (sim, control) = tests::simulate(world).await;
         let vhost = Vhost::new(name);
         let mut fleet = Self {
             sim,
@@ -375,16 +366,7 @@ async fn a_proxy_restarted_mid_load_loses_no_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxy_replicas_hold_the_limits_once() {
     // 8 channels under Discord's limits; two workers, each sending through its own replica.
-    let sim = Simulator::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SimConfig {
-            world: World::at_scale(1, 1, 8),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(World::at_scale(1, 1, 8)).await;
     let vhost = Vhost::new("replicas");
     let listen = [free_address(), free_address()];
     let admin = [free_address(), free_address()];

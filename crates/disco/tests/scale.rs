@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use discord_sim::{Config as SimConfig, Control, Simulator, World};
+use discord_sim::World;
 use serde_json::json;
 use tests::{
     Vhost, free_address, spawn_disco, spawn_gateways, start_rest_proxy, until_answered_once,
@@ -24,14 +24,7 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_shards_in_four_processes_answer_under_noise() {
-    let config = SimConfig {
-        world: World::at_scale(SHARDS, 16, 2_000),
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let control = Control::new(&sim.rest_url);
+    let (sim, control) = tests::simulate(World::at_scale(SHARDS, 16, 2_000)).await;
     let vhost = Vhost::new("scale");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     let total = SHARDS.to_string();

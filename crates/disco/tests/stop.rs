@@ -18,8 +18,7 @@ async fn sigterm_leaves_voice_calls_before_the_gateway_closes() {
         .unwrap();
     let control = Control::new(&sim.rest_url);
     let world = &sim.world;
-    let ca = std::env::temp_dir().join(format!("disco-stop-ca-{}.pem", std::process::id()));
-    std::fs::write(&ca, sim.voice_tls.ca_pem()).unwrap();
+    let ca = tests::VoiceCa::new(&sim, "stop");
     command_worker_sync(&sim).await;
     let metrics = free_address();
     let mut disco = tokio::process::Command::new(env!("CARGO_BIN_EXE_disco"))
@@ -34,12 +33,9 @@ async fn sigterm_leaves_voice_calls_before_the_gateway_closes() {
         .env("DISCO_SHARD_TOTAL", world.recommended_shards.to_string())
         .env("DISCO_METRICS_LISTEN", metrics.to_string())
         .env("DISCO_INGRESS_LISTEN", free_address().to_string())
-        .env(
-            "DISCO_MEDIA_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media"),
-        )
+        .env("DISCO_MEDIA_DIR", tests::MEDIA_DIR)
         .env("DISCO_VOICE_TIMEOUT_MS", "20000")
-        .env("SSL_CERT_FILE", &ca)
+        .env("SSL_CERT_FILE", ca.path())
         .env("DISCO_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -116,7 +112,6 @@ async fn sigterm_leaves_voice_calls_before_the_gateway_closes() {
     assert_eq!(stats["connected"], false, "{stats}");
     let violations = control.violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
-    std::fs::remove_file(&ca).ok();
     sim.stop().await.unwrap();
 }
 

@@ -91,15 +91,13 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
     let control = Control::new(&sim.rest_url);
     let scene = Scene { sim, control };
     let vhost = Vhost::new("voice");
-    let ca = std::env::temp_dir().join(format!("disco-voice-ca-{}.pem", std::process::id()));
-    std::fs::write(&ca, scene.sim.voice_tls.ca_pem()).unwrap();
-    let media = concat!(env!("CARGO_MANIFEST_DIR"), "/../voice-node/media");
+    let ca = tests::VoiceCa::new(&scene.sim, "voice");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_disco"));
     let disco = |args: &[&str]| {
         let mut command = disco_command(binary, args, &scene.sim, &vhost);
         command
-            .env("SSL_CERT_FILE", &ca)
-            .env("DISCO_MEDIA_DIR", media)
+            .env("SSL_CERT_FILE", ca.path())
+            .env("DISCO_MEDIA_DIR", tests::MEDIA_DIR)
             .env("DISCO_VOICE_IDLE_TIMEOUT_SECS", "2")
             .env("DISCO_VOICE_MAX_QUEUE", "2")
             .env("DISCO_VOICE_TIMEOUT_MS", "20000");
@@ -331,5 +329,4 @@ async fn members_hear_the_bot_speak_and_play_and_it_leaves_when_alone() {
 
     let violations = scene.control.violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:?}");
-    std::fs::remove_file(&ca).ok();
 }
