@@ -657,6 +657,11 @@ async fn a_read_only_channel_answers_403_and_too_many_invalid_requests_ban_the_b
         status(http.create_message(writable).content("hi").await),
         200
     );
+    // Discord's own answers come through Google's load balancer (clients such as discord.py
+    // tell a 429 of Discord's from Cloudflare's ban by it).
+    let (code, head, _) = raw_message(&sim, writable.get()).await;
+    assert_eq!(code, 200);
+    assert!(head.contains("\r\nvia: 1.1 google\r\n"), "{head}");
     for _ in 0..4 {
         assert_eq!(
             status(http.create_message(read_only).content("no").await),
@@ -671,16 +676,17 @@ async fn a_read_only_channel_answers_403_and_too_many_invalid_requests_ban_the_b
         403
     );
     // (twilight retries a 429 without end, so this one is sent by hand.)
-    let (code, body) = raw_message(&sim, writable.get()).await;
+    let (code, head, body) = raw_message(&sim, writable.get()).await;
     assert_eq!((code, body.as_str()), (429, "error code: 1015"));
+    assert!(!head.contains("\r\nvia:"), "{head}");
     let violations = control.violations().await.unwrap();
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert_eq!(violations[0]["rule"], "invalid requests");
     sim.stop().await.unwrap();
 }
 
-/// Create Message by hand, once: the status and the body.
-async fn raw_message(sim: &Simulator, channel: u64) -> (u16, String) {
+/// Create Message by hand, once: the status, the head and the body.
+async fn raw_message(sim: &Simulator, channel: u64) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = r#"{"content":"hi"}"#;
     let request = format!(
@@ -693,6 +699,6 @@ async fn raw_message(sim: &Simulator, channel: u64) -> (u16, String) {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
     let code = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (code, body)
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (code, head.to_owned(), body.to_owned())
 }
