@@ -1,10 +1,15 @@
 //! CPU per command of `disco up` (the release binary, every role in one process) as a newcomer
-//! runs it: the simulator answers every REST call after `LATENCY` ms (default 20, as Discord
-//! answers in tens of ms), `COUNT` `~~ping`s (default 2,000) arrive at once spread over
-//! `CHANNELS` channels (default 16), and Discord's global limit of 50 requests per second paces
-//! the replies (the rest-proxy holds it), so the run takes COUNT / 50 seconds and what is
-//! measured is what a command costs when commands do not come in one batch. Also: idle CPU and
-//! resident memory. Issue #18 compares these with the discord.py bot of the original request.
+//! runs it, against the discord.py bot of the original request (`python/bot.py`) in the same
+//! run: the simulator answers every REST call after `LATENCY` ms (default 20, as Discord
+//! answers in tens of ms) and holds both to Discord's global limit (50 requests per second);
+//! `COUNT` `~~ping`s (default 2,000) arrive at `RATE` per second (default 40; 0: all at once)
+//! round the `CHANNELS` channels (default 16), so commands do not come in one batch and what is
+//! measured is what a command costs when it waits for Discord. Also: idle CPU and resident
+//! memory. `ROUNDS` (default 2) alternates the two, each against a fresh simulator; `BOTS`
+//! (default `disco,python`) chooses which run. Issue #18.
+//!
+//! All at once (`RATE=0`), discord.py sends the replies of all channels together, meets the
+//! global limit's 429s and gives a reply up after five of them; Disco's rest-proxy paces them.
 //!
 //! `just bench-up`.
 
@@ -12,14 +17,26 @@
 
 use std::time::{Duration, Instant};
 
-use discord_sim::World;
 use discord_sim::world::Limit;
-use tests::measure::{cpu_seconds, rss_kib};
-use tests::{free_address, messages_sent, release_disco, say_many_in, until_ready};
+use discord_sim::{Control, Simulator, World};
+use tests::measure::{cpu_seconds, rss_kib, setting};
+use tests::{free_address, pings, python_bot, release_disco, until_ready, until_sent_or_quiet};
+
+/// What one run of one bot cost.
+struct Cost {
+    per_command_ms: f64,
+    idle_ms_per_s: f64,
+    idle_rss_mib: u64,
+}
 
 fn main() {
-    let env = |name: &str, default: u64| tests::measure::setting(name, default);
-    let (latency, count, channels) = (env("LATENCY", 20), env("COUNT", 2_000), env("CHANNELS", 16));
+    let (latency, count, channels, rate) = (
+        setting("LATENCY", 20),
+        setting("COUNT", 2_000),
+        setting("CHANNELS", 16),
+        setting("RATE", 40),
+    );
+    let bots = setting("BOTS", "disco,python".to_owned());
     let Some(disco) = release_disco("bench-up") else {
         return;
     };
@@ -28,94 +45,128 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut world = World::at_scale(2, 1, u32::try_from(channels).unwrap());
-        world.rate_limits.messages_per_channel = Limit {
-            limit: 1_000_000,
-            window_ms: 1_000,
+        let world = || {
+            let mut world = World::at_scale(2, 1, u32::try_from(channels).unwrap());
+            world.rate_limits.messages_per_channel = Limit {
+                limit: 1_000_000,
+                window_ms: 1_000,
+            };
+            world.rest_latency_ms = latency;
+            world
         };
-        world.rest_latency_ms = latency;
-        let (sim, control) = tests::simulate(world).await;
-        let admin = free_address();
-        let mut up = tokio::process::Command::new(&disco)
-            .arg("up")
-            .env_clear()
-            .env("DISCORD_TOKEN", &sim.world.token)
-            .env("DISCO_APPLICATION_ID", sim.world.application_id.to_string())
-            .env("DISCO_PUBLIC_KEY", &sim.public_key)
-            .env("DISCO_DISCORD_API_URL", &sim.rest_url)
-            .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
-            .env("DISCO_SHARD_TOTAL", "2")
-            .env("DISCO_METRICS_LISTEN", admin.to_string())
-            .env("DISCO_INGRESS_LISTEN", free_address().to_string())
-            .env("DISCO_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        until_ready(admin).await;
-        let pid = up.id().unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let idle_before = cpu_seconds(pid);
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let idle = (cpu_seconds(pid) - idle_before) / 10.0;
-        let idle_rss = rss_kib(pid);
-
-        let member = sim.world.guilds[0].members[0].id;
-        let per_channel = usize::try_from(count / channels).unwrap();
-        let total = per_channel * sim.world.guilds.len();
-        let (before, sim_before) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
-        let started = Instant::now();
-        for guild in &sim.world.guilds {
-            say_many_in(
-                &control,
-                guild.channels[0].id,
-                member,
-                "~~ping",
-                per_channel,
-            )
-            .await;
-        }
-        while messages_sent(&control).await.len() < total {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let (cpu, sim_cpu) = (
-            cpu_seconds(pid) - before - idle * elapsed,
-            cpu_seconds(std::process::id()) - sim_before,
-        );
+        let pace = if rate == 0 {
+            "all at once".to_owned()
+        } else {
+            format!("{rate}/s")
+        };
         println!(
-            "up: {total} ~~ping over {channels} channels, Discord answering after {latency} ms, \
-             paced by its global limit: {elapsed:.1} s"
+            "up: {count} ~~ping over {channels} channels ({pace}), Discord answering after \
+             {latency} ms with its global limit (50/s)"
         );
-        println!(
-            "  disco up: {:.3} ms CPU per command (idle subtracted), {:.2} ms CPU per second idle, \
-             {} MiB resident idle, {} MiB after",
-            cpu * 1e3 / total as f64,
-            idle * 1e3,
-            idle_rss / 1024,
-            rss_kib(pid) / 1024
-        );
-        println!(
-            "  simulator and this bench: {:.3} ms CPU per command",
-            sim_cpu * 1e3 / total as f64
-        );
-        // Each is an HTTP exchange between the worker and the proxy: what a command costs
-        // depends on how many it takes.
-        let (sent, refused) = (
-            tests::metric(
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..setting("ROUNDS", 2) {
+            if !bots.contains("disco") {
+                break;
+            }
+            let (sim, control) = tests::simulate(world()).await;
+            let admin = free_address();
+            let mut up = tokio::process::Command::new(&disco)
+                .arg("up")
+                .env_clear()
+                .env("DISCORD_TOKEN", &sim.world.token)
+                .env("DISCO_APPLICATION_ID", sim.world.application_id.to_string())
+                .env("DISCO_PUBLIC_KEY", &sim.public_key)
+                .env("DISCO_DISCORD_API_URL", &sim.rest_url)
+                .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
+                .env("DISCO_SHARD_TOTAL", "2")
+                .env("DISCO_METRICS_LISTEN", admin.to_string())
+                .env("DISCO_INGRESS_LISTEN", free_address().to_string())
+                .env("DISCO_LOG", "warn")
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            until_ready(admin).await;
+            let cost = load(up.id().unwrap(), &sim, &control, count, rate).await;
+            report("disco up", &cost);
+            // Each is an HTTP exchange between the worker and the proxy: what a command costs
+            // depends on how many it takes.
+            let total = count as f64;
+            let sent = tests::metric(
                 admin,
                 "disco_rest_proxy_requests_total",
                 &["origin=\"discord\""],
             )
-            .await,
-            tests::metric(admin, "disco_rest_proxy_refused_total", &[]).await,
-        );
-        println!(
-            "  rest-proxy: {:.2} requests sent to Discord and {:.2} refused (busy: parked and \
-             sent again) per command",
-            sent / total as f64,
-            refused / total as f64
-        );
-        up.start_kill().unwrap();
-        sim.stop().await.unwrap();
+            .await;
+            let refused = tests::metric(admin, "disco_rest_proxy_refused_total", &[]).await;
+            println!(
+                "    rest-proxy: {:.2} requests sent to Discord and {:.2} refused (busy: parked \
+                 and sent again) per command",
+                sent / total,
+                refused / total
+            );
+            ours.push(cost);
+            up.start_kill().unwrap();
+            sim.stop().await.unwrap();
+
+            if !bots.contains("python") {
+                continue;
+            }
+            let (sim, control) = tests::simulate(world()).await;
+            let Some(mut bot) = python_bot(&sim).await else {
+                sim.stop().await.unwrap();
+                continue;
+            };
+            let cost = load(bot.id().unwrap(), &sim, &control, count, rate).await;
+            report("discord.py", &cost);
+            theirs.push(cost);
+            bot.start_kill().unwrap();
+            sim.stop().await.unwrap();
+        }
+        let mean = |costs: &[Cost]| {
+            costs.iter().map(|c| c.per_command_ms).sum::<f64>() / costs.len() as f64
+        };
+        if !theirs.is_empty() && !ours.is_empty() {
+            println!(
+                "  the discord.py bot spends {:.1}x disco up's CPU per command (means of {} runs)",
+                mean(&theirs) / mean(&ours),
+                theirs.len()
+            );
+        }
     });
+}
+
+/// Idle for 10 s, then `count` `~~ping`s, `rate` a second (0: at once) round the guilds'
+/// channels, until every reply reached the simulator: what the process `pid` spent.
+async fn load(pid: u32, sim: &Simulator, control: &Control, count: usize, rate: u64) -> Cost {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = (cpu_seconds(pid) - idle_before) / 10.0;
+    let idle_rss = rss_kib(pid);
+    let before = cpu_seconds(pid);
+    let started = Instant::now();
+    pings(sim, control, count, rate).await;
+    let total = count;
+    let (sent, last) = until_sent_or_quiet(control, total, Duration::from_secs(10)).await;
+    if sent.len() < total {
+        println!(
+            "    {} of {total} commands got no reply",
+            total - sent.len()
+        );
+    }
+    let elapsed = last.duration_since(started).as_secs_f64();
+    let cpu = cpu_seconds(pid) - before - idle * elapsed;
+    Cost {
+        per_command_ms: cpu * 1e3 / total as f64,
+        idle_ms_per_s: idle * 1e3,
+        idle_rss_mib: idle_rss / 1024,
+    }
+}
+
+fn report(who: &str, cost: &Cost) {
+    println!(
+        "  {who}: {:.3} ms CPU per command (idle subtracted), {:.2} ms CPU per second idle, \
+         {} MiB resident idle",
+        cost.per_command_ms, cost.idle_ms_per_s, cost.idle_rss_mib
+    );
 }

@@ -507,6 +507,29 @@ pub async fn say_many_in(
         .expect("the simulator takes them");
 }
 
+/// `count` `~~ping`s from a member, round the first channel of every guild: `rate` a second,
+/// or all at once when `rate` is 0. Returns once the last is dispatched.
+///
+/// # Panics
+/// When the simulator refuses.
+pub async fn pings(sim: &Simulator, control: &Control, count: usize, rate: u64) {
+    let member = sim.world.guilds[0].members[0].id;
+    let channels: Vec<u64> = sim.world.guilds.iter().map(|g| g.channels[0].id).collect();
+    if rate == 0 {
+        for (n, channel) in channels.iter().enumerate() {
+            let share = count / channels.len() + usize::from(n < count % channels.len());
+            say_many_in(control, *channel, member, "~~ping", share).await;
+        }
+        return;
+    }
+    let period = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX);
+    let mut tick = tokio::time::interval(period);
+    for n in 0..count {
+        tick.tick().await;
+        say_many_in(control, channels[n % channels.len()], member, "~~ping", 1).await;
+    }
+}
+
 /// Starts `disco rest-proxy` (the binary at `disco`, with `extra` arguments) listening on
 /// `listen`, its admin endpoints on `admin`; returns once it is ready. Killed when dropped.
 ///
@@ -608,6 +631,28 @@ pub async fn messages_sent(control: &Control) -> Vec<Value> {
         .into_iter()
         .filter(|e| e["kind"] == "message")
         .collect()
+}
+
+/// Every message the bot sent, once there are `count`, or once none has come for `quiet` (a
+/// client that gives up on a request after some 429s never sends it); and when the last came.
+///
+/// # Panics
+/// When the simulator does not answer.
+pub async fn until_sent_or_quiet(
+    control: &Control,
+    count: usize,
+    quiet: Duration,
+) -> (Vec<Value>, std::time::Instant) {
+    let mut last = std::time::Instant::now();
+    let mut sent = Vec::new();
+    while sent.len() < count && last.elapsed() < quiet {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = messages_sent(control).await;
+        if now.len() > sent.len() {
+            (sent, last) = (now, std::time::Instant::now());
+        }
+    }
+    (sent, last)
 }
 
 /// Lifts the world's message rate limits out of the way, for a test about delivery rather
@@ -803,6 +848,46 @@ pub fn release_disco(what: &str) -> Option<std::path::PathBuf> {
     None
 }
 
+/// The discord.py bot of the original request (`tests/benches/python/bot.py`) against `sim`,
+/// once it is READY; `None` (with a line saying why) when discord.py cannot be installed.
+/// Benchmarks compare Disco's costs with it in the same run. Killed when dropped.
+///
+/// # Panics
+/// When the bot starts but does not become ready.
+pub async fn python_bot(sim: &Simulator) -> Option<tokio::process::Child> {
+    use tokio::io::AsyncBufReadExt;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::process::Command::new(root.join("scripts/bench-python"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ok()
+        .filter(|out| out.status.success());
+    let Some(python) = python else {
+        println!("the discord.py bot: skipped, scripts/bench-python could not install discord.py");
+        return None;
+    };
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_owned();
+    let mut bot = tokio::process::Command::new(python)
+        .arg(root.join("tests/benches/python/bot.py"))
+        .env_clear()
+        .env("DISCORD_TOKEN", &sim.world.token)
+        .env("DISCORD_API_URL", &sim.rest_url)
+        .env("DISCORD_GATEWAY_URL", &sim.gateway_url)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python starts");
+    // It prints its name and id when READY, as the post's bot does.
+    let mut lines = tokio::io::BufReader::new(bot.stdout.take().expect("piped")).lines();
+    tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("the discord.py bot is ready in time")
+        .expect("its output")
+        .expect("a line");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Some(bot)
+}
+
 /// What benchmarks read of processes, from `/proc`.
 pub mod measure {
     /// A benchmark's setting: the environment variable `name` if it holds a `T`, else
@@ -897,5 +982,6 @@ pub async fn metric(admin: std::net::SocketAddr, name: &str, labels: &[&str]) ->
                 && labels.iter().all(|label| line.contains(label))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        // An empty float sum is -0.0, which prints as "-0.00".
+        .fold(0.0, |sum, value| sum + value)
 }
