@@ -68,10 +68,17 @@ bench-rest:
     cargo build --locked --release --bin disco
     cargo bench --locked -p tests --bench rest
 
-# CPU per command of `disco up` with Discord answering after 20 ms, paced by its global limit.
+# CPU per command of `disco up` with Discord answering after 20 ms, paced by its global limit,
+# against the discord.py bot of the original request in the same run.
 bench-up:
     cargo build --locked --release --bin disco
     cargo bench --locked -p tests --bench up
 
+# The fleet as ops run it (gateway, 2 workers, rest-proxy on RabbitMQ): CPU per command split
+# between Disco and RabbitMQ, against the discord.py bot; p99 latency at 500 commands/s.
+bench-fleet:
+    cargo build --locked --release --bin disco
+    cargo bench --locked -p tests --bench fleet
+
 # Every benchmark.
-bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest bench-up
+bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest bench-up bench-fleet

@@ -1,0 +1,273 @@
+//! The platform as ops run it: `disco gateway-shard` (2 shards), two `disco command-worker`s and
+//! a `disco rest-proxy` as release processes on the real RabbitMQ, against the simulator.
+//!
+//! - Cost: `COUNT` `~~ping`s (default 2,000) at `RATE` per second (default 40; 0: all at
+//!   once) round `CHANNELS` channels (default 4), Discord answering every REST call after
+//!   `LATENCY` ms (default 20) with its global limit (50 per second). CPU per command of
+//!   Disco's processes and, separately, of RabbitMQ (idle subtracted from both); the events the
+//!   gateway published per command; the discord.py bot of the original request in the same
+//!   run, against a fresh simulator.
+//! - Latency: `LATENCY_RATE` commands per second (default 500) for `SECONDS` (default 10),
+//!   round 64 channels, with the global limit raised (as Discord does for large bots): the time
+//!   from the simulator dispatching a command to the reply reaching its REST API (its `LATENCY`
+//!   subtracted), p50 / p99 / max.
+//!
+//! `just bench-fleet`. Issue #18.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use discord_sim::world::Limit;
+use discord_sim::{Control, Simulator, World};
+use serde_json::json;
+use tests::measure::{broker_pid, cpu_seconds, setting};
+use tests::{
+    Vhost, free_address, python_bot, release_disco, spawn_disco, start_rest_proxy, until_queues,
+    until_ready, until_sent_or_quiet,
+};
+
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+
+/// The processes of one fleet, killed when dropped.
+struct Fleet {
+    processes: Vec<tokio::process::Child>,
+    gateway_admin: std::net::SocketAddr,
+}
+
+impl Fleet {
+    async fn start(disco: &std::path::Path, sim: &Simulator, vhost: &Vhost, global: u32) -> Self {
+        let proxy_listen = free_address();
+        let global = global.to_string();
+        let proxy = start_rest_proxy(
+            disco,
+            sim,
+            vhost,
+            (proxy_listen, free_address()),
+            &["--rest-global-limit", &global],
+        )
+        .await;
+        let proxy_url = format!("http://{proxy_listen}");
+        let mut processes = vec![proxy];
+        for _ in 0..2 {
+            let admin = free_address().to_string();
+            processes.push(spawn_disco(
+                disco,
+                &[
+                    "command-worker",
+                    "--shard-total",
+                    "2",
+                    "--rest-proxy-url",
+                    &proxy_url,
+                    "--metrics-listen",
+                    &admin,
+                ],
+                sim,
+                vhost,
+            ));
+            until_ready(admin.parse().unwrap()).await;
+        }
+        until_queues(vhost, &["disco.command-worker"]).await;
+        let gateway_admin = free_address();
+        processes.push(spawn_disco(
+            disco,
+            &[
+                "gateway-shard",
+                "--shard-total",
+                "2",
+                "--rest-proxy-url",
+                &proxy_url,
+                "--metrics-listen",
+                &gateway_admin.to_string(),
+            ],
+            sim,
+            vhost,
+        ));
+        until_ready(gateway_admin).await;
+        Self {
+            processes,
+            gateway_admin,
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.processes
+            .iter()
+            .filter_map(tokio::process::Child::id)
+            .map(cpu_seconds)
+            .sum()
+    }
+}
+
+fn world(channels: u32, latency: u64, global: Option<u32>) -> World {
+    let mut world = World::at_scale(2, 1, channels);
+    let generous = Limit {
+        limit: 1_000_000,
+        window_ms: 1_000,
+    };
+    world.rate_limits.messages_per_channel = generous;
+    if let Some(limit) = global {
+        world.rate_limits.global = Limit {
+            limit,
+            window_ms: 1_000,
+        };
+    }
+    world.rest_latency_ms = latency;
+    world
+}
+
+fn main() {
+    let (latency, count, channels) = (
+        setting("LATENCY", 20),
+        setting("COUNT", 2_000_usize),
+        setting("CHANNELS", 4_usize),
+    );
+    let rate = setting("RATE", 40);
+    let (latency_rate, seconds) = (
+        setting("LATENCY_RATE", 500_usize),
+        setting("SECONDS", 10_usize),
+    );
+    let Some(disco) = release_disco("bench-fleet") else {
+        return;
+    };
+    let broker = broker_pid().expect("RabbitMQ runs on this machine");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Cost.
+        let total = count;
+        let (sim, control) =
+            tests::simulate(world(u32::try_from(channels).unwrap(), latency, None)).await;
+        let vhost = Vhost::new("bench-fleet");
+        let fleet = Fleet::start(&disco, &sim, &vhost, 50).await;
+        let (idle, broker_idle) = quiet(|| fleet.cpu_seconds(), broker).await;
+        let gateway = |name: &'static str| tests::metric(fleet.gateway_admin, name, &[]);
+        let before = (
+            fleet.cpu_seconds(),
+            cpu_seconds(broker),
+            gateway("disco_gateway_shard_events_published_total").await,
+        );
+        let elapsed = load(&sim, &control, count, rate).await;
+        let ours = (fleet.cpu_seconds() - before.0 - idle * elapsed) * 1e3 / total as f64;
+        let rabbit = (cpu_seconds(broker) - before.1 - broker_idle * elapsed) * 1e3 / total as f64;
+        let published = gateway("disco_gateway_shard_events_published_total").await - before.2;
+        let (own, unrouted) = (
+            gateway("disco_gateway_shard_own_messages_total").await,
+            gateway("disco_gateway_shard_events_unrouted_total").await,
+        );
+        println!(
+            "fleet: {total} ~~ping over {channels} channels at {rate}/s (0: at once), Discord \
+             answering after {latency} ms with its global limit (50/s): {elapsed:.1} s"
+        );
+        println!(
+            "  Disco (gateway, 2 workers, rest-proxy): {ours:.3} ms CPU per command; RabbitMQ: \
+             {rabbit:.3} ms (idle subtracted: {:.1} and {:.1} ms/s)",
+            idle * 1e3,
+            broker_idle * 1e3
+        );
+        println!(
+            "  the gateway published {:.2} events per command; read and not published: {own} of \
+             the bot's own messages, {unrouted} events no consumer binds",
+            published / total as f64
+        );
+        drop(fleet);
+        sim.stop().await.unwrap();
+
+        let (sim, control) =
+            tests::simulate(world(u32::try_from(channels).unwrap(), latency, None)).await;
+        if let Some(bot) = python_bot(&sim).await {
+            let pid = bot.id().unwrap();
+            let (idle, _) = quiet(|| cpu_seconds(pid), broker).await;
+            let before = cpu_seconds(pid);
+            let elapsed = load(&sim, &control, count, rate).await;
+            let theirs = (cpu_seconds(pid) - before - idle * elapsed) * 1e3 / total as f64;
+            println!(
+                "  discord.py: {theirs:.3} ms CPU per command: {:.1}x Disco's processes, {:.1}x \
+                 with RabbitMQ",
+                theirs / ours,
+                theirs / (ours + rabbit)
+            );
+        }
+        sim.stop().await.unwrap();
+
+        // Latency.
+        let (sim, control) = tests::simulate(world(64, latency, Some(1_000_000))).await;
+        let vhost = Vhost::new("bench-fleet-latency");
+        let fleet = Fleet::start(&disco, &sim, &vhost, 100_000).await;
+        let before = (fleet.cpu_seconds(), cpu_seconds(broker));
+        let started = Instant::now();
+        let member = sim.world.guilds[0].members[0].id;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let per_tick = (latency_rate / 100).max(1);
+        for n in 0..seconds * 100 {
+            tick.tick().await;
+            let channel = sim.world.guilds[n % sim.world.guilds.len()].channels[0].id;
+            control
+                .post(
+                    "/messages/bulk",
+                    &json!({
+                        "channel_id": channel.to_string(),
+                        "author_id": member.to_string(),
+                        "content": "~~ping",
+                        "count": per_tick,
+                    }),
+                )
+                .await
+                .unwrap();
+        }
+        let (sent, _) =
+            until_sent_or_quiet(&control, per_tick * seconds * 100, Duration::from_secs(10)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut latencies: Vec<u64> = sent
+            .iter()
+            .map(|e| {
+                let nonce: u64 = e["nonce"].as_str().unwrap().parse().unwrap();
+                let dispatched = (nonce >> 22) + DISCORD_EPOCH_MS;
+                e["at_ms"].as_u64().unwrap() - dispatched - latency
+            })
+            .collect();
+        latencies.sort_unstable();
+        let at = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+        let n = latencies.len() as f64;
+        println!(
+            "latency: {} ~~ping at {latency_rate}/s over 64 channels in {elapsed:.1} s; dispatch to \
+             reply reaching Discord (its {latency} ms subtracted): p50 {} ms, p99 {} ms, max {} \
+             ms; CPU per command: Disco {:.3} ms, RabbitMQ {:.3} ms",
+            latencies.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0),
+            (fleet.cpu_seconds() - before.0) * 1e3 / n,
+            (cpu_seconds(broker) - before.1) * 1e3 / n,
+        );
+        drop(fleet);
+        sim.stop().await.unwrap();
+    });
+}
+
+/// CPU per second of `cpu` and of the broker over 10 s of quiet.
+async fn quiet(cpu: impl Fn() -> f64, broker: u32) -> (f64, f64) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = (cpu(), cpu_seconds(broker));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    (
+        (cpu() - before.0) / 10.0,
+        (cpu_seconds(broker) - before.1) / 10.0,
+    )
+}
+
+/// `count` `~~ping`s at `rate` a second; how long until every reply reached the simulator.
+async fn load(sim: &Simulator, control: &Control, count: usize, rate: u64) -> f64 {
+    let started = Instant::now();
+    tests::pings(sim, control, count, rate).await;
+    let (sent, last) = until_sent_or_quiet(control, count, Duration::from_secs(10)).await;
+    if sent.len() < count {
+        println!(
+            "    {} of {count} commands got no reply",
+            count - sent.len()
+        );
+    }
+    last.duration_since(started).as_secs_f64()
+}
