@@ -56,7 +56,7 @@ bench-commands:
 
 # The interactions webhook under load: PING and commands, requests per second and latency.
 bench-ingress:
-    cargo bench --locked -p interactions-ingress --bench load
+    cargo bench --locked -p tests --bench ingress
 
 # CPU per voice call, and how many calls one voice node holds (CALLS=1,10,20 sets the steps).
 bench-voice:
@@ -80,5 +80,11 @@ bench-fleet:
     cargo build --locked --release --bin disco
     cargo bench --locked -p tests --bench fleet
 
+# Slash commands through the webhook: Disco (ingress, worker, RabbitMQ) against the Flask +
+# PyNaCl endpoint of the original request, requests per second and CPU per command.
+bench-webhook:
+    cargo build --locked --release --bin disco
+    cargo bench --locked -p tests --bench webhook
+
 # Every benchmark.
-bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest bench-up bench-fleet
+bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest bench-up bench-fleet bench-webhook

@@ -856,17 +856,8 @@ pub fn release_disco(what: &str) -> Option<std::path::PathBuf> {
 /// When the bot starts but does not become ready.
 pub async fn python_bot(sim: &Simulator) -> Option<tokio::process::Child> {
     use tokio::io::AsyncBufReadExt;
+    let python = bench_python()?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = std::process::Command::new(root.join("scripts/bench-python"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .ok()
-        .filter(|out| out.status.success());
-    let Some(python) = python else {
-        println!("the discord.py bot: skipped, scripts/bench-python could not install discord.py");
-        return None;
-    };
-    let python = String::from_utf8_lossy(&python.stdout).trim().to_owned();
     let mut bot = tokio::process::Command::new(python)
         .arg(root.join("tests/benches/python/bot.py"))
         .env_clear()
@@ -886,6 +877,184 @@ pub async fn python_bot(sim: &Simulator) -> Option<tokio::process::Child> {
         .expect("a line");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Some(bot)
+}
+
+/// The Flask + PyNaCl interactions endpoint (`tests/benches/python/webhook.py`, under
+/// gunicorn with a process per core) on `address`, verifying with `public_key`, once it
+/// accepts connections; `None` (with a line saying why) when it cannot be installed.
+/// Killed when dropped.
+///
+/// # Panics
+/// When it starts but does not listen.
+pub async fn python_webhook(
+    address: std::net::SocketAddr,
+    public_key: &str,
+) -> Option<tokio::process::Child> {
+    let python = bench_python()?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let flask = tokio::process::Command::new(python)
+        .args([
+            "-m",
+            "gunicorn",
+            "--log-level",
+            "warning",
+            "-k",
+            "gthread",
+            "--threads",
+            "16",
+        ])
+        .arg("-w")
+        .arg(cores.to_string())
+        .arg("-b")
+        .arg(address.to_string())
+        .arg("--chdir")
+        .arg(root.join("tests/benches/python"))
+        .arg("webhook:app")
+        .env_clear()
+        .env("DISCORD_PUBLIC_KEY", public_key)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python starts");
+    tokio::time::timeout(PATIENCE, async {
+        while tokio::net::TcpStream::connect(address).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the Flask endpoint listens in time");
+    Some(flask)
+}
+
+/// A Python with the benchmarks' packages (`scripts/bench-python` installs them), or `None`
+/// with a line saying it could not.
+fn bench_python() -> Option<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(root.join("scripts/bench-python"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ok()
+        .filter(|out| out.status.success());
+    if output.is_none() {
+        println!("python: skipped, scripts/bench-python could not install its packages");
+    }
+    Some(String::from_utf8_lossy(&output?.stdout).trim().to_owned())
+}
+
+/// What a load on an interactions webhook measured.
+#[derive(Debug)]
+pub struct Load {
+    /// Requests answered 200, per second.
+    pub rate: f64,
+    /// Latency percentiles, in milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Requests answered.
+    pub answered: usize,
+}
+
+/// Discord's webhook calls as a load: `connections` keep-alive connections to
+/// `POST {address}/interactions` for `length`, each request `body(n)` (n counts every request
+/// sent) signed with `key` and a fresh timestamp, as Discord signs them; a connection sends
+/// its next request once the last is answered, at most `rate` a second in all if given.
+///
+/// # Panics
+/// When the endpoint answers anything but 200, or closes a connection.
+pub async fn webhook_load(
+    address: std::net::SocketAddr,
+    key: &ed25519_dalek::SigningKey,
+    body: impl Fn(u64) -> Vec<u8> + Send + Sync + 'static,
+    connections: usize,
+    length: Duration,
+    rate: Option<f64>,
+) -> Load {
+    use ed25519_dalek::Signer;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let started = std::time::Instant::now();
+    let (key, body, sent) = (
+        Arc::new(key.clone()),
+        Arc::new(body),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut clients = tokio::task::JoinSet::new();
+    for n in 0..connections {
+        let (key, body, sent) = (Arc::clone(&key), Arc::clone(&body), Arc::clone(&sent));
+        // With a target rate, each connection sends at its share of it.
+        let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+        clients.spawn(async move {
+            let offset =
+                interval.map_or(Duration::ZERO, |i| i.mul_f64(n as f64 / connections as f64));
+            tokio::time::sleep(offset).await;
+            let stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connects");
+            stream.set_nodelay(true).expect("no delay");
+            let (read, mut write) = stream.into_split();
+            let mut read = BufReader::new(read);
+            let mut latencies = Vec::new();
+            let mut next = tokio::time::Instant::now();
+            while started.elapsed() < length {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next).await;
+                    next += interval;
+                }
+                let body = body(sent.fetch_add(1, Ordering::Relaxed));
+                let timestamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs()
+                    .to_string();
+                let signature =
+                    hex::encode(key.sign(&[timestamp.as_bytes(), &body].concat()).to_bytes());
+                let request = format!(
+                    "POST /interactions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                     x-signature-ed25519: {signature}\r\nx-signature-timestamp: {timestamp}\r\n\
+                     content-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let at = std::time::Instant::now();
+                write
+                    .write_all(&[request.as_bytes(), &body].concat())
+                    .await
+                    .expect("sent");
+                let (mut length, mut status) = (0, String::new());
+                loop {
+                    let mut line = String::new();
+                    assert!(read.read_line(&mut line).await.expect("read") > 0, "closed");
+                    if status.is_empty() {
+                        status.clone_from(&line);
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length: ")
+                    {
+                        length = value.trim().parse().expect("a length");
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut response = vec![0; length];
+                read.read_exact(&mut response).await.expect("a body");
+                assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+                latencies.push(at.elapsed());
+            }
+            latencies
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        latencies.extend(done.expect("a client"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    Load {
+        rate: latencies.len() as f64 / elapsed,
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        answered: latencies.len(),
+    }
 }
 
 /// What benchmarks read of processes, from `/proc`.
