@@ -50,11 +50,12 @@ fn main() {
         let stop = CancellationToken::new();
         tokio::spawn(Ingress::new(config, nowhere(), bus.clone(), &mut Registry::default()).serve(listener, stop.clone()));
 
-        let ping = br#"{"type":1,"id":"1","token":"t","application_id":"1"}"#.to_vec();
-        let command = br#"{"type":2,"id":"5","token":"t","application_id":"1","guild_id":"7","channel_id":"8","data":{"name":"ping"}}"#.to_vec();
-        let peak = phase("PING", address, &key, &ping, connections, seconds, None).await;
-        phase("command answered by a worker", address, &key, &command, connections, seconds, None).await;
-        phase("PING at half the peak rate", address, &key, &ping, connections, seconds, Some(peak / 2.0)).await;
+        // `{n}`: each interaction its own id, as the ingress refuses a replayed one.
+        let ping = r#"{"type":1,"id":"{n}","token":"t","application_id":"1"}"#;
+        let command = r#"{"type":2,"id":"{n}","token":"t","application_id":"1","guild_id":"7","channel_id":"8","data":{"name":"ping"}}"#;
+        let peak = phase("PING", address, &key, ping, connections, seconds, None).await;
+        phase("command answered by a worker", address, &key, command, connections, seconds, None).await;
+        phase("PING at half the peak rate", address, &key, ping, connections, seconds, Some(peak / 2.0)).await;
         stop.cancel();
     });
 }
@@ -88,16 +89,18 @@ async fn phase(
     name: &str,
     address: SocketAddr,
     key: &SigningKey,
-    body: &[u8],
+    body: &'static str,
     connections: usize,
     length: Duration,
     rate: Option<f64>,
 ) -> f64 {
-    let body = body.to_vec();
+    // Ids apart from the last phase's.
+    static FIRST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let first = FIRST.fetch_add(1 << 32, std::sync::atomic::Ordering::Relaxed);
     let load = tests::webhook_load(
         address,
         key,
-        move |_| body.clone(),
+        move |n| body.replace("{n}", &(first + n).to_string()).into_bytes(),
         connections,
         length,
         rate,
