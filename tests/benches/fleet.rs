@@ -12,6 +12,9 @@
 //!   from the simulator dispatching a command to the reply reaching its REST API (its `LATENCY`
 //!   subtracted), p50 / p99 / max.
 //!
+//! Each process runs `THREADS` tokio worker threads (default 1, as the manifests' 1-CPU limit
+//! gives every role in Kubernetes; 0: one per core, as on a bare machine).
+//!
 //! `just bench-fleet`. Issue #18.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,8 +26,7 @@ use discord_sim::{Control, Simulator, World};
 use serde_json::json;
 use tests::measure::{broker_pid, cpu_seconds, setting};
 use tests::{
-    Vhost, free_address, python_bot, release_disco, spawn_disco, start_rest_proxy, until_queues,
-    until_ready, until_sent_or_quiet,
+    Vhost, free_address, python_bot, release_disco, start_role, until_queues, until_sent_or_quiet,
 };
 
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
@@ -36,54 +38,43 @@ struct Fleet {
 }
 
 impl Fleet {
-    async fn start(disco: &std::path::Path, sim: &Simulator, vhost: &Vhost, global: u32) -> Self {
-        let proxy_listen = free_address();
-        let global = global.to_string();
-        let proxy = start_rest_proxy(
-            disco,
-            sim,
-            vhost,
-            (proxy_listen, free_address()),
-            &["--rest-global-limit", &global],
-        )
-        .await;
+    /// `threads`: each process's tokio worker threads (0: tokio's default, one per core).
+    async fn start(
+        disco: &std::path::Path,
+        sim: &Simulator,
+        vhost: &Vhost,
+        global: u32,
+        threads: usize,
+    ) -> Self {
+        let threads = threads.to_string();
+        let env: &[(&str, &str)] = if threads == "0" {
+            &[]
+        } else {
+            &[("TOKIO_WORKER_THREADS", &threads)]
+        };
+        let (proxy_listen, global) = (free_address(), global.to_string());
+        let proxy_args = [
+            "rest-proxy",
+            "--rest-proxy-listen",
+            &proxy_listen.to_string(),
+            "--rest-global-limit",
+            &global,
+        ];
+        let (proxy, _) = start_role(disco, &proxy_args, env, sim, vhost).await;
         let proxy_url = format!("http://{proxy_listen}");
         let mut processes = vec![proxy];
+        let role = |name| [name, "--shard-total", "2", "--rest-proxy-url", &proxy_url];
         for _ in 0..2 {
-            let admin = free_address().to_string();
-            processes.push(spawn_disco(
-                disco,
-                &[
-                    "command-worker",
-                    "--shard-total",
-                    "2",
-                    "--rest-proxy-url",
-                    &proxy_url,
-                    "--metrics-listen",
-                    &admin,
-                ],
-                sim,
-                vhost,
-            ));
-            until_ready(admin.parse().unwrap()).await;
+            processes.push(
+                start_role(disco, &role("command-worker"), env, sim, vhost)
+                    .await
+                    .0,
+            );
         }
         until_queues(vhost, &["disco.command-worker"]).await;
-        let gateway_admin = free_address();
-        processes.push(spawn_disco(
-            disco,
-            &[
-                "gateway-shard",
-                "--shard-total",
-                "2",
-                "--rest-proxy-url",
-                &proxy_url,
-                "--metrics-listen",
-                &gateway_admin.to_string(),
-            ],
-            sim,
-            vhost,
-        ));
-        until_ready(gateway_admin).await;
+        let (gateway, gateway_admin) =
+            start_role(disco, &role("gateway-shard"), env, sim, vhost).await;
+        processes.push(gateway);
         Self {
             processes,
             gateway_admin,
@@ -122,7 +113,7 @@ fn main() {
         setting("COUNT", 2_000_usize),
         setting("CHANNELS", 4_usize),
     );
-    let rate = setting("RATE", 40);
+    let (rate, threads) = (setting("RATE", 40), setting("THREADS", 1));
     let (latency_rate, seconds) = (
         setting("LATENCY_RATE", 500_usize),
         setting("SECONDS", 10_usize),
@@ -141,7 +132,7 @@ fn main() {
         let (sim, control) =
             tests::simulate(world(u32::try_from(channels).unwrap(), latency, None)).await;
         let vhost = Vhost::new("bench-fleet");
-        let fleet = Fleet::start(&disco, &sim, &vhost, 50).await;
+        let fleet = Fleet::start(&disco, &sim, &vhost, 50, threads).await;
         let (idle, broker_idle) = quiet(|| fleet.cpu_seconds(), broker).await;
         let gateway = |name: &'static str| tests::metric(fleet.gateway_admin, name, &[]);
         let before = (
@@ -195,7 +186,7 @@ fn main() {
         // Latency.
         let (sim, control) = tests::simulate(world(64, latency, Some(1_000_000))).await;
         let vhost = Vhost::new("bench-fleet-latency");
-        let fleet = Fleet::start(&disco, &sim, &vhost, 100_000).await;
+        let fleet = Fleet::start(&disco, &sim, &vhost, 100_000, threads).await;
         let before = (fleet.cpu_seconds(), cpu_seconds(broker));
         let started = Instant::now();
         let member = sim.world.guilds[0].members[0].id;
