@@ -117,7 +117,17 @@ async fn the_ingress_keeps_discords_deadline_while_rabbitmq_is_gone() {
 async fn dead_letters(sim: &Simulator, vhost: &Vhost, args: &[&str]) -> String {
     let mut command = tests::disco_command(Path::new(DISCO), &["dead-letters"], sim, vhost);
     command.args(args).stdout(std::process::Stdio::piped());
-    let output = command.output().await.unwrap();
+    // Bounded, so that a tool that never exits fails the test naming it (once, under CI's
+    // load, this test hung past its 120 s somewhere after the replay).
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "`disco dead-letters {}` still running after 30 s",
+                args.join(" ")
+            )
+        })
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -198,6 +208,11 @@ async fn poison_is_dead_lettered_and_ops_list_replay_and_purge_it() {
             .await
             .contains("0 dead letter(s) shown")
     );
-    bus.close().await;
-    sim.stop().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), bus.close())
+        .await
+        .expect("the test's bus closes");
+    tokio::time::timeout(Duration::from_secs(30), sim.stop())
+        .await
+        .expect("the simulator stops")
+        .unwrap();
 }
