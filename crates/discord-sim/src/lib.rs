@@ -171,12 +171,7 @@ impl Listeners {
             .nest("/api/v10", rest::router(&self.sim))
             .nest("/_sim", control::router())
             .with_state(self.sim);
-        // Frames and answers go out as they are written (Discord's servers do not hold a
-        // dispatch back for the acknowledgement of the last one, as Nagle's algorithm would).
-        let listener = axum::serve::ListenerExt::tap_io(self.rest, |stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let rest = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+        let rest = axum::serve(self.rest, app).with_graceful_shutdown(shutdown.cancelled_owned());
         tokio::try_join!(rest.into_future(), voice).map(|_| ())
     }
 }

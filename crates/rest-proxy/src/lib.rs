@@ -23,7 +23,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -298,12 +297,7 @@ impl RestProxy {
         });
         self.ready.store(true, Ordering::Relaxed);
         tracing::info!(%address, upstream = %self.shared.upstream, "proxying Discord's REST API");
-        // Answers go out as they are written, not held back by Nagle's algorithm for the
-        // acknowledgement of the last one (up to 40 ms with delayed ACKs).
-        let listener = self.listener.tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, app)
+        let serve = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
         let drained = async {
