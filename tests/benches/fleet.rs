@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use discord_sim::world::Limit;
-use discord_sim::{Control, Simulator, World};
+use discord_sim::{Simulator, World};
 use serde_json::json;
 use tests::measure::{broker_pid, cpu_seconds, setting};
 use tests::{
@@ -140,7 +140,7 @@ fn main() {
             cpu_seconds(broker),
             gateway("disco_gateway_shard_events_published_total").await,
         );
-        let elapsed = load(&sim, &control, count, rate).await;
+        let elapsed = tests::pings_answered(&sim, &control, count, rate).await;
         let ours = (fleet.cpu_seconds() - before.0 - idle * elapsed) * 1e3 / total as f64;
         let rabbit = (cpu_seconds(broker) - before.1 - broker_idle * elapsed) * 1e3 / total as f64;
         let published = gateway("disco_gateway_shard_events_published_total").await - before.2;
@@ -172,7 +172,7 @@ fn main() {
             let pid = bot.id().unwrap();
             let (idle, _) = quiet(|| cpu_seconds(pid), broker).await;
             let before = cpu_seconds(pid);
-            let elapsed = load(&sim, &control, count, rate).await;
+            let elapsed = tests::pings_answered(&sim, &control, count, rate).await;
             let theirs = (cpu_seconds(pid) - before - idle * elapsed) * 1e3 / total as f64;
             println!(
                 "  discord.py: {theirs:.3} ms CPU per command: {:.1}x Disco's processes, {:.1}x \
@@ -247,18 +247,4 @@ async fn quiet(cpu: impl Fn() -> f64, broker: u32) -> (f64, f64) {
         (cpu() - before.0) / 10.0,
         (cpu_seconds(broker) - before.1) / 10.0,
     )
-}
-
-/// `count` `~~ping`s at `rate` a second; how long until every reply reached the simulator.
-async fn load(sim: &Simulator, control: &Control, count: usize, rate: u64) -> f64 {
-    let started = Instant::now();
-    tests::pings(sim, control, count, rate).await;
-    let (sent, last) = until_sent_or_quiet(control, count, Duration::from_secs(10)).await;
-    if sent.len() < count {
-        println!(
-            "    {} of {count} commands got no reply",
-            count - sent.len()
-        );
-    }
-    last.duration_since(started).as_secs_f64()
 }

@@ -15,12 +15,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use discord_sim::world::Limit;
 use discord_sim::{Control, Simulator, World};
 use tests::measure::{cpu_seconds, rss_kib, setting};
-use tests::{free_address, pings, python_bot, release_disco, until_ready, until_sent_or_quiet};
+use tests::{free_address, pings_answered, python_bot, release_disco, until_ready};
 
 /// What one run of one bot cost.
 struct Cost {
@@ -144,20 +144,10 @@ async fn load(pid: u32, sim: &Simulator, control: &Control, count: usize, rate: 
     let idle = (cpu_seconds(pid) - idle_before) / 10.0;
     let idle_rss = rss_kib(pid);
     let before = cpu_seconds(pid);
-    let started = Instant::now();
-    pings(sim, control, count, rate).await;
-    let total = count;
-    let (sent, last) = until_sent_or_quiet(control, total, Duration::from_secs(10)).await;
-    if sent.len() < total {
-        println!(
-            "    {} of {total} commands got no reply",
-            total - sent.len()
-        );
-    }
-    let elapsed = last.duration_since(started).as_secs_f64();
+    let elapsed = pings_answered(sim, control, count, rate).await;
     let cpu = cpu_seconds(pid) - before - idle * elapsed;
     Cost {
-        per_command_ms: cpu * 1e3 / total as f64,
+        per_command_ms: cpu * 1e3 / count as f64,
         idle_ms_per_s: idle * 1e3,
         idle_rss_mib: idle_rss / 1024,
     }

@@ -633,6 +633,24 @@ pub async fn messages_sent(control: &Control) -> Vec<Value> {
         .collect()
 }
 
+/// [`pings`], then [`until_sent_or_quiet`] (10 s), saying how many got no reply: how long
+/// from the first ping to the last reply.
+///
+/// # Panics
+/// When the simulator refuses or does not answer.
+pub async fn pings_answered(sim: &Simulator, control: &Control, count: usize, rate: u64) -> f64 {
+    let started = std::time::Instant::now();
+    pings(sim, control, count, rate).await;
+    let (sent, last) = until_sent_or_quiet(control, count, Duration::from_secs(10)).await;
+    if sent.len() < count {
+        println!(
+            "    {} of {count} commands got no reply",
+            count - sent.len()
+        );
+    }
+    last.duration_since(started).as_secs_f64()
+}
+
 /// Every message the bot sent, once there are `count`, or once none has come for `quiet` (a
 /// client that gives up on a request after some 429s never sends it); and when the last came.
 ///
