@@ -109,9 +109,9 @@ fn discord_world() -> World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_workers_answer_1800_commands_over_30_channels_within_discords_limits() {
     // 30 guilds of one text channel each; Discord's limits: 5 replies per 5 s per channel, so
-    // the 60 commands of each channel take ~60 s however many workers there are: well inside
-    // the workers' 120 s reply deadline. (At 100 a channel the last replies came ~10 s before
-    // it, and under CI's load past it: expired, never sent, and the test timed out.)
+    // the 60 commands of each channel take ~60 s however many workers there are. (This test
+    // caught a proxy whose channel buckets stalled for good once a window's turns were all
+    // refused by the global limit: ~100 commands never answered.)
     let world = World::at_scale(1, 1, 30);
     let fleet = Fleet::start("six", world, &[], 6).await;
     let per_channel = 60;

@@ -617,7 +617,7 @@ async fn forward(
         shared.metrics.wait.observe(waited.elapsed().as_secs_f64());
         // What was learned while it waited (a 403 for its channel, a 401 for its token).
         if let Some(known) = shared.budget.known(&route, credential) {
-            shared.limits.done(turn, None);
+            shared.limits.unused(turn);
             return shared.known(&route, known);
         }
         let timeout = deadline

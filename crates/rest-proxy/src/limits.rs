@@ -222,6 +222,34 @@ pub(crate) struct Turn {
     global: bool,
 }
 
+/// A bucket's turn taken and not yet handed to the caller: given back unsent when dropped.
+struct Held<'a> {
+    limits: &'a Limits,
+    turn: Option<Turn>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(turn) = self.turn.take() {
+            self.limits.unused(turn);
+        }
+    }
+}
+
+/// A request counted among its bucket's waiters until dropped.
+struct InLine<'a> {
+    limits: &'a Limits,
+    key: &'a str,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        if let Some(bucket) = self.limits.lock().buckets.get_mut(self.key) {
+            bucket.waiting = bucket.waiting.saturating_sub(1);
+        }
+    }
+}
+
 impl Limits {
     pub(crate) fn new(global_limit: u32) -> Self {
         Self {
@@ -310,14 +338,19 @@ impl Limits {
                     }
                 }
             };
+            // Out of line again however the wait ends: a caller that goes away (its connection
+            // dropped) must not leave a waiter counted forever.
+            let _in_line = in_line.then(|| InLine { limits: self, key });
             tokio::time::sleep(wait).await;
-            if in_line && let Some(bucket) = self.lock().buckets.get_mut(key) {
-                bucket.waiting = bucket.waiting.saturating_sub(1);
-            }
         }
-        let mut turn = Turn {
-            key: key.to_owned(),
-            global: false,
+        // From here the bucket's turn is held: given back unsent if the global limit refuses
+        // it or the caller goes away while it waits for the global limit.
+        let mut taken = Held {
+            limits: self,
+            turn: Some(Turn {
+                key: key.to_owned(),
+                global: false,
+            }),
         };
         if global {
             loop {
@@ -344,13 +377,14 @@ impl Limits {
                     match blocked.max(full) {
                         None => {
                             state.global_in_flight += 1;
-                            turn.global = true;
+                            if let Some(turn) = taken.turn.as_mut() {
+                                turn.global = true;
+                            }
                             break;
                         }
                         Some(wait) => {
                             if let Err(refusal) = check(wait) {
                                 drop(state);
-                                self.done(turn, None);
                                 return Err(refusal);
                             }
                             wait
@@ -360,7 +394,21 @@ impl Limits {
                 tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
             }
         }
-        Ok(turn)
+        Ok(taken.turn.take().expect("held until here"))
+    }
+
+    /// Gives back a turn that was never sent: its place in the bucket's window is free again.
+    pub(crate) fn unused(&self, turn: Turn) {
+        let mut state = self.lock();
+        if turn.global {
+            state.global_in_flight = state.global_in_flight.saturating_sub(1);
+        }
+        if let Some(bucket) = state.buckets.get_mut(&turn.key) {
+            bucket.in_flight = bucket.in_flight.saturating_sub(1);
+            if let Some(limit) = bucket.limit {
+                bucket.remaining = (bucket.remaining + 1).min(limit);
+            }
+        }
     }
 
     /// Gives a turn back with what Discord answered (`None`: no answer came).
@@ -383,9 +431,16 @@ impl Limits {
                 return;
             };
             bucket.in_flight = bucket.in_flight.saturating_sub(1);
-            // A probe that got no answer teaches nothing; the next request probes again.
-            if let Some(answer) = answer {
-                bucket.learn(now, answer);
+            match answer {
+                Some(answer) => bucket.learn(now, answer),
+                // No answer says when the window ends, and Discord may have counted the
+                // request: assume a whole window from now. (Without an end, a window spent by
+                // requests that got no answer would never end.) A probe that got no answer
+                // teaches nothing; the next request probes again.
+                None if bucket.limit.is_some() && bucket.reset_at.is_none() => {
+                    bucket.reset_at = Some(now + bucket.window + MARGIN);
+                }
+                None => {}
             }
             bucket.limit.is_none()
                 && bucket.in_flight == 0
@@ -538,6 +593,83 @@ mod tests {
         let (turn, held) = patient.await.expect("the patient sender");
         assert!(matches!(turn, Err(Refusal::Busy(_))), "{turn:?}");
         assert!(held <= Duration::from_secs(6), "held {held:?}");
+    }
+
+    /// `limits` with bucket `c` learned (5 per 5 s) and its first window spent and over:
+    /// the next turn opens a new window.
+    async fn a_spent_window(limits: &Limits, deadline: Instant) {
+        let answer = |remaining: &str| {
+            Answer::read(
+                200,
+                &headers(&[
+                    ("x-ratelimit-limit", "5"),
+                    ("x-ratelimit-remaining", remaining),
+                    ("x-ratelimit-reset-after", "5.000"),
+                ]),
+            )
+        };
+        for n in (0..5).rev() {
+            let turn = limits.turn("c", false, deadline, None, false).await;
+            limits.done(turn.expect("a turn"), Some(&answer(&n.to_string())));
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn turns_refused_by_the_global_limit_or_given_up_are_not_spent() {
+        let limits = Limits::new(1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        a_spent_window(&limits, deadline).await;
+        // Another bucket holds the one global place.
+        let blocker = limits.turn("b", true, deadline, None, false).await;
+        let blocker = blocker.expect("the global place");
+        // A new window's five turns: each refused by the global limit (its sender waits for
+        // nothing), or given up by a caller that went away while it waited there.
+        for n in 0..5 {
+            if n % 2 == 0 {
+                let refused = limits
+                    .turn("c", true, deadline, Some(Instant::now()), false)
+                    .await;
+                assert!(matches!(refused, Err(Refusal::Busy(_))), "{refused:?}");
+            } else {
+                let gone = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    limits.turn("c", true, deadline, None, false),
+                )
+                .await;
+                assert!(gone.is_err(), "still waiting for the global limit");
+            }
+        }
+        limits.done(blocker, None);
+        // None of them reached Discord: the window's five turns are all still there.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = Instant::now();
+        for _ in 0..5 {
+            let turn = limits.turn("c", false, deadline, None, false).await;
+            limits.done(turn.expect("a turn of this window"), None);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_spent_on_requests_that_got_no_answer_ends() {
+        let limits = Limits::new(50);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        a_spent_window(&limits, deadline).await;
+        // A new window's five go out, and no answer comes (Discord unreachable).
+        for _ in 0..5 {
+            let turn = limits.turn("c", false, deadline, None, false).await;
+            limits.done(turn.expect("a turn"), None);
+        }
+        // Nothing says when that window ends: it is taken to end a window later.
+        let started = Instant::now();
+        let turn = limits.turn("c", false, deadline, None, false).await;
+        limits.done(turn.expect("a turn in the next window"), None);
+        assert!(
+            started.elapsed() <= Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
