@@ -43,6 +43,7 @@ use disco_proto::route::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
 /// RabbitMQ's direct reply-to pseudo-queue.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to reach RabbitMQ.
 #[derive(Clone, Debug)]
@@ -357,14 +358,19 @@ impl Broker {
     pub(crate) async fn close(&self) {
         self.closed.cancel();
         self.replies.fail_all();
-        let connection = self.slot().take();
-        if let Some(connection) = connection
-            && let Err(error) = connection.close(200, "bye".into()).await
-        {
-            debug!(
+        let Some(connection) = self.slot().take() else {
+            return;
+        };
+        // Bounded: a connection whose I/O thread is gone never answers (seen once, a replay
+        // that had done its work and hung on exit), and the broker drops what is left of a
+        // connection that goes without closing.
+        match tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "bye".into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => debug!(
                 error = &error as &dyn std::error::Error,
                 "closing the rabbitmq connection"
-            );
+            ),
+            Err(_) => warn!("rabbitmq did not answer the close in {CLOSE_TIMEOUT:?}; leaving"),
         }
     }
 }
