@@ -10,7 +10,8 @@
 //! - Latency: `LATENCY_RATE` commands per second (default 500) for `SECONDS` (default 10),
 //!   round 64 channels, with the global limit raised (as Discord does for large bots): the time
 //!   from the simulator dispatching a command to the reply reaching its REST API (its `LATENCY`
-//!   subtracted), p50 / p99 / max.
+//!   subtracted), p50 / p99 / max; after a ~~ping in each channel (`WARM=0`: without), so the
+//!   rest-proxy knows the channels' buckets, as a running bot does.
 //!
 //! Each process runs `THREADS` tokio worker threads (default 1, as the manifests' 1-CPU limit
 //! gives every role in Kubernetes; 0: one per core, as on a bare machine).
@@ -26,13 +27,15 @@ use discord_sim::{Simulator, World};
 use serde_json::json;
 use tests::measure::{broker_pid, cpu_seconds, setting};
 use tests::{
-    Vhost, free_address, python_bot, release_disco, start_role, until_queues, until_sent_or_quiet,
+    Vhost, free_address, messages_sent, python_bot, release_disco, start_role, until_queues,
+    until_sent_or_quiet,
 };
 
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 /// The processes of one fleet, killed when dropped.
 struct Fleet {
+    /// The rest-proxy, the two workers, the gateway.
     processes: Vec<tokio::process::Child>,
     gateway_admin: std::net::SocketAddr,
 }
@@ -82,11 +85,13 @@ impl Fleet {
     }
 
     fn cpu_seconds(&self) -> f64 {
-        self.processes
-            .iter()
-            .filter_map(tokio::process::Child::id)
-            .map(cpu_seconds)
-            .sum()
+        self.by_role().iter().sum()
+    }
+
+    /// CPU seconds of the rest-proxy, the workers (together) and the gateway.
+    fn by_role(&self) -> [f64; 3] {
+        let cpu = |n: usize| self.processes[n].id().map_or(0.0, cpu_seconds);
+        [cpu(0), cpu(1) + cpu(2), cpu(3)]
     }
 }
 
@@ -140,7 +145,9 @@ fn main() {
             cpu_seconds(broker),
             gateway("disco_gateway_shard_events_published_total").await,
         );
+        let roles_before = fleet.by_role();
         let elapsed = tests::pings_answered(&sim, &control, count, rate).await;
+        let roles = fleet.by_role();
         let ours = (fleet.cpu_seconds() - before.0 - idle * elapsed) * 1e3 / total as f64;
         let rabbit = (cpu_seconds(broker) - before.1 - broker_idle * elapsed) * 1e3 / total as f64;
         let published = gateway("disco_gateway_shard_events_published_total").await - before.2;
@@ -157,6 +164,14 @@ fn main() {
              {rabbit:.3} ms (idle subtracted: {:.1} and {:.1} ms/s)",
             idle * 1e3,
             broker_idle * 1e3
+        );
+        let share = |n: usize| (roles[n] - roles_before[n]) * 1e3 / total as f64;
+        println!(
+            "    by role (idle not subtracted): gateway {:.3} ms, workers {:.3} ms, rest-proxy \
+             {:.3} ms",
+            share(2),
+            share(1),
+            share(0)
         );
         println!(
             "  the gateway published {:.2} events per command; read and not published: {own} of \
@@ -187,9 +202,21 @@ fn main() {
         let (sim, control) = tests::simulate(world(64, latency, Some(1_000_000))).await;
         let vhost = Vhost::new("bench-fleet-latency");
         let fleet = Fleet::start(&disco, &sim, &vhost, 100_000, threads).await;
+        let member = sim.world.guilds[0].members[0].id;
+        // Warm: a ~~ping in each channel first. The proxy learns a channel's bucket from
+        // Discord's first answer and holds the channel's other requests until it comes (as
+        // twilight does); a running bot knows the buckets of the channels it is busy in.
+        let warm = sim.world.guilds.len();
+        if setting("WARM", 1) == 1 {
+            for guild in &sim.world.guilds {
+                tests::say_many_in(&control, guild.channels[0].id, member, "~~ping", 1).await;
+            }
+            let (sent, _) = until_sent_or_quiet(&control, warm, Duration::from_secs(10)).await;
+            assert_eq!(sent.len(), warm, "every warm-up ping answered");
+        }
+        let warmed = messages_sent(&control).await.len();
         let before = (fleet.cpu_seconds(), cpu_seconds(broker));
         let started = Instant::now();
-        let member = sim.world.guilds[0].members[0].id;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let per_tick = (latency_rate / 100).max(1);
         for n in 0..seconds * 100 {
@@ -208,10 +235,14 @@ fn main() {
                 .await
                 .unwrap();
         }
-        let (sent, _) =
-            until_sent_or_quiet(&control, per_tick * seconds * 100, Duration::from_secs(10)).await;
+        let (sent, _) = until_sent_or_quiet(
+            &control,
+            warmed + per_tick * seconds * 100,
+            Duration::from_secs(10),
+        )
+        .await;
         let elapsed = started.elapsed().as_secs_f64();
-        let mut latencies: Vec<u64> = sent
+        let mut latencies: Vec<u64> = sent[warmed..]
             .iter()
             .map(|e| {
                 let nonce: u64 = e["nonce"].as_str().unwrap().parse().unwrap();
@@ -223,9 +254,10 @@ fn main() {
         let at = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
         let n = latencies.len() as f64;
         println!(
-            "latency: {} ~~ping at {latency_rate}/s over 64 channels in {elapsed:.1} s; dispatch to \
+            "latency ({}): {} ~~ping at {latency_rate}/s over 64 channels in {elapsed:.1} s; dispatch to \
              reply reaching Discord (its {latency} ms subtracted): p50 {} ms, p99 {} ms, max {} \
              ms; CPU per command: Disco {:.3} ms, RabbitMQ {:.3} ms",
+            if warmed > 0 { "buckets known" } else { "cold: WARM=0" },
             latencies.len(),
             at(0.5),
             at(0.99),
