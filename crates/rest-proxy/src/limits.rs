@@ -479,6 +479,18 @@ mod tests {
         map
     }
 
+    /// Discord's answer in a bucket of 5 per 5 s with `remaining` left.
+    fn window(remaining: &str) -> Answer {
+        Answer::read(
+            200,
+            &headers(&[
+                ("x-ratelimit-limit", "5"),
+                ("x-ratelimit-remaining", remaining),
+                ("x-ratelimit-reset-after", "5.000"),
+            ]),
+        )
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_bucket_sends_its_limit_per_window_and_refuses_what_would_miss_its_deadline() {
         let limits = Limits::new(50);
@@ -549,16 +561,6 @@ mod tests {
     async fn a_turn_that_slips_past_what_its_sender_waits_is_refused() {
         let limits = std::sync::Arc::new(Limits::new(50));
         let deadline = Instant::now() + Duration::from_secs(60);
-        let window = |remaining: &str| {
-            Answer::read(
-                200,
-                &headers(&[
-                    ("x-ratelimit-limit", "5"),
-                    ("x-ratelimit-remaining", remaining),
-                    ("x-ratelimit-reset-after", "5.000"),
-                ]),
-            )
-        };
         let probe = limits
             .turn("c", true, deadline, None, false)
             .await
@@ -598,19 +600,9 @@ mod tests {
     /// `limits` with bucket `c` learned (5 per 5 s) and its first window spent and over:
     /// the next turn opens a new window.
     async fn a_spent_window(limits: &Limits, deadline: Instant) {
-        let answer = |remaining: &str| {
-            Answer::read(
-                200,
-                &headers(&[
-                    ("x-ratelimit-limit", "5"),
-                    ("x-ratelimit-remaining", remaining),
-                    ("x-ratelimit-reset-after", "5.000"),
-                ]),
-            )
-        };
         for n in (0..5).rev() {
             let turn = limits.turn("c", false, deadline, None, false).await;
-            limits.done(turn.expect("a turn"), Some(&answer(&n.to_string())));
+            limits.done(turn.expect("a turn"), Some(&window(&n.to_string())));
         }
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
