@@ -322,8 +322,9 @@ pub struct Lock {
 #[derive(Debug)]
 enum LockInner {
     Memory(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>),
-    /// Dropping the channel's last handle closes it, which ends the exclusive consumer.
-    Rabbit(Box<(lapin::Channel, lapin::Consumer)>),
+    /// Dropping the channel's last handle closes it, which ends the exclusive consumer. The
+    /// consumer drops first, so its cancel goes out before the close (see `rabbit::consume`).
+    Rabbit(Box<(lapin::Consumer, lapin::Channel)>),
 }
 
 impl Lock {
@@ -337,7 +338,7 @@ impl Lock {
             LockInner::Rabbit(held) => {
                 use futures_util::StreamExt;
                 // Nothing is ever published to a lock's queue: the stream only ends, or fails.
-                while let Some(Ok(_)) = held.1.next().await {}
+                while let Some(Ok(_)) = held.0.next().await {}
             }
         }
     }

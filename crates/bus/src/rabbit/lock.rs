@@ -15,7 +15,7 @@ impl Broker {
     /// exclusive consumer of the queue `disco.lock.<name>`. The broker releases it when the
     /// holder's channel closes, so a holder that dies gives it back by dying. Waits through
     /// broker failures: only a closed bus ends the wait with an error.
-    pub(crate) async fn lock(&self, name: &str) -> Result<(Channel, lapin::Consumer), Error> {
+    pub(crate) async fn lock(&self, name: &str) -> Result<(lapin::Consumer, Channel), Error> {
         let queue = format!("disco.lock.{name}");
         let mut backoff = Backoff::new();
         loop {
@@ -59,7 +59,7 @@ impl Broker {
                 )
                 .await
             {
-                Ok(consumer) => return Ok((channel, consumer)),
+                Ok(consumer) => return Ok((consumer, channel)),
                 // ACCESS_REFUSED: someone else holds it (the broker closed this channel); or
                 // the connection failed: both are waited out.
                 Err(_) => {
