@@ -4,9 +4,10 @@
 //! longer than its sender allows, is refused at once with how long it would have waited.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use reqwest::header::HeaderMap;
@@ -14,8 +15,9 @@ use reqwest::header::HeaderMap;
 /// How much later than Discord's window our window ends: the sender's clock starts before
 /// Discord's does, by up to the network's jitter.
 const MARGIN: Duration = Duration::from_millis(50);
-/// How long a bucket whose limits are not known yet lets its one probing request run before
-/// the next one may go.
+/// How often a bucket whose limits are not known yet is looked at again while its one probing
+/// request runs (its waiters are also woken when it ends), and a global limit held by requests
+/// still unanswered.
 const PROBE_POLL: Duration = Duration::from_millis(10);
 
 /// Why a request was not sent.
@@ -60,6 +62,8 @@ struct Bucket {
     /// A returning request takes its place back; one that never returns is forgotten two
     /// windows after it was due.
     promised: VecDeque<Instant>,
+    /// Wakes the requests waiting for the probe of a bucket whose limits are not known yet.
+    probed: Option<Arc<Notify>>,
 }
 
 impl Bucket {
@@ -72,6 +76,14 @@ impl Bucket {
             in_flight: 0,
             waiting: 0,
             promised: VecDeque::new(),
+            probed: None,
+        }
+    }
+
+    /// The probe ended (answered or not): whoever waits for it looks at the bucket again.
+    fn probe_ended(&mut self) {
+        if let Some(probed) = self.probed.take() {
+            probed.notify_waiters();
         }
     }
 
@@ -298,7 +310,7 @@ impl Limits {
         }
         // The bucket first, so that a request waiting for its channel takes no global turn.
         loop {
-            let (wait, in_line) = {
+            let (wait, in_line, probed) = {
                 let mut state = self.lock();
                 let now = Instant::now();
                 let bucket = state
@@ -334,14 +346,27 @@ impl Limits {
                         if in_line {
                             bucket.waiting += 1;
                         }
-                        (until_turn, in_line)
+                        // Created under the lock, so the probe's end cannot come unseen.
+                        let probed = (!in_line).then(|| {
+                            Arc::clone(bucket.probed.get_or_insert_with(Default::default))
+                                .notified_owned()
+                        });
+                        (until_turn, in_line, probed)
                     }
                 }
             };
             // Out of line again however the wait ends: a caller that goes away (its connection
             // dropped) must not leave a waiter counted forever.
             let _in_line = in_line.then(|| InLine { limits: self, key });
-            tokio::time::sleep(wait).await;
+            match probed {
+                Some(probed) => {
+                    tokio::select! {
+                        () = probed => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                None => tokio::time::sleep(wait).await,
+            }
         }
         // From here the bucket's turn is held: given back unsent if the global limit refuses
         // it or the caller goes away while it waits for the global limit.
@@ -405,8 +430,9 @@ impl Limits {
         }
         if let Some(bucket) = state.buckets.get_mut(&turn.key) {
             bucket.in_flight = bucket.in_flight.saturating_sub(1);
-            if let Some(limit) = bucket.limit {
-                bucket.remaining = (bucket.remaining + 1).min(limit);
+            match bucket.limit {
+                Some(limit) => bucket.remaining = (bucket.remaining + 1).min(limit),
+                None => bucket.probe_ended(),
             }
         }
     }
@@ -431,6 +457,9 @@ impl Limits {
                 return;
             };
             bucket.in_flight = bucket.in_flight.saturating_sub(1);
+            if bucket.limit.is_none() {
+                bucket.probe_ended();
+            }
             match answer {
                 Some(answer) => bucket.learn(now, answer),
                 // No answer says when the window ends, and Discord may have counted the
@@ -489,6 +518,31 @@ mod tests {
                 ("x-ratelimit-reset-after", "5.000"),
             ]),
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_waiting_for_a_probe_go_when_its_answer_comes() {
+        let limits = Limits::new(50);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let probe = limits
+            .turn("c", true, deadline, None, false)
+            .await
+            .expect("probe");
+        let started = Instant::now();
+        let next = async {
+            let turn = limits
+                .turn("c", true, deadline, None, false)
+                .await
+                .expect("after the probe");
+            limits.done(turn, None);
+            started.elapsed()
+        };
+        let answer = async {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            limits.done(probe, Some(&window("4")));
+        };
+        let (waited, ()) = tokio::join!(next, answer);
+        assert_eq!(waited, Duration::from_millis(3));
     }
 
     #[tokio::test(start_paused = true)]
