@@ -4,14 +4,15 @@
 //! - Cost: `COUNT` `~~ping`s (default 2,000) at `RATE` per second (default 40; 0: all at
 //!   once) round `CHANNELS` channels (default 4), Discord answering every REST call after
 //!   `LATENCY` ms (default 20) with its global limit (50 per second). CPU per command of
-//!   Disco's processes and, separately, of RabbitMQ (idle subtracted from both); the events the
-//!   gateway published per command; the discord.py bot of the original request in the same
-//!   run, against a fresh simulator.
+//!   Disco's processes and, separately, of RabbitMQ (idle subtracted from both); CPU and
+//!   context switches per command by role; the events the gateway published per command; the
+//!   discord.py bot of the original request in the same run, against a fresh simulator.
 //! - Latency: `LATENCY_RATE` commands per second (default 500) for `SECONDS` (default 10),
 //!   round 64 channels, with the global limit raised (as Discord does for large bots): the time
 //!   from the simulator dispatching a command to the reply reaching its REST API (its `LATENCY`
 //!   subtracted), p50 / p99 / max; after a ~~ping in each channel (`WARM=0`: without), so the
-//!   rest-proxy knows the channels' buckets, as a running bot does.
+//!   rest-proxy knows the channels' buckets, as a running bot does. Then where the slowest
+//!   waited: how many broker confirms, proxy waits and Discord answers took over 50 ms.
 //!
 //! Each process runs `THREADS` tokio worker threads (default 1, as the manifests' 1-CPU limit
 //! gives every role in Kubernetes; 0: one per core, as on a bare machine).
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use discord_sim::world::Limit;
 use discord_sim::{Simulator, World};
 use serde_json::json;
-use tests::measure::{broker_pid, cpu_seconds, setting};
+use tests::measure::{broker_pid, context_switches, cpu_seconds, setting};
 use tests::{
     Vhost, free_address, messages_sent, python_bot, release_disco, start_role, until_queues,
     until_sent_or_quiet,
@@ -38,6 +39,7 @@ struct Fleet {
     /// The rest-proxy, the two workers, the gateway.
     processes: Vec<tokio::process::Child>,
     gateway_admin: std::net::SocketAddr,
+    proxy_admin: std::net::SocketAddr,
 }
 
 impl Fleet {
@@ -63,7 +65,7 @@ impl Fleet {
             "--rest-global-limit",
             &global,
         ];
-        let (proxy, _) = start_role(disco, &proxy_args, env, sim, vhost).await;
+        let (proxy, proxy_admin) = start_role(disco, &proxy_args, env, sim, vhost).await;
         let proxy_url = format!("http://{proxy_listen}");
         let mut processes = vec![proxy];
         let role = |name| [name, "--shard-total", "2", "--rest-proxy-url", &proxy_url];
@@ -81,6 +83,7 @@ impl Fleet {
         Self {
             processes,
             gateway_admin,
+            proxy_admin,
         }
     }
 
@@ -92,6 +95,12 @@ impl Fleet {
     fn by_role(&self) -> [f64; 3] {
         let cpu = |n: usize| self.processes[n].id().map_or(0.0, cpu_seconds);
         [cpu(0), cpu(1) + cpu(2), cpu(3)]
+    }
+
+    /// Context switches of the rest-proxy, the workers (together) and the gateway.
+    fn switches_by_role(&self) -> [u64; 3] {
+        let switches = |n: usize| self.processes[n].id().map_or(0, context_switches);
+        [switches(0), switches(1) + switches(2), switches(3)]
     }
 }
 
@@ -145,9 +154,9 @@ fn main() {
             cpu_seconds(broker),
             gateway("disco_gateway_shard_events_published_total").await,
         );
-        let roles_before = fleet.by_role();
+        let (roles_before, switches_before) = (fleet.by_role(), fleet.switches_by_role());
         let elapsed = tests::pings_answered(&sim, &control, count, rate).await;
-        let roles = fleet.by_role();
+        let (roles, switches) = (fleet.by_role(), fleet.switches_by_role());
         let ours = (fleet.cpu_seconds() - before.0 - idle * elapsed) * 1e3 / total as f64;
         let rabbit = (cpu_seconds(broker) - before.1 - broker_idle * elapsed) * 1e3 / total as f64;
         let published = gateway("disco_gateway_shard_events_published_total").await - before.2;
@@ -166,12 +175,17 @@ fn main() {
             broker_idle * 1e3
         );
         let share = |n: usize| (roles[n] - roles_before[n]) * 1e3 / total as f64;
+        let switched =
+            |n: usize| switches[n].saturating_sub(switches_before[n]) as f64 / total as f64;
         println!(
             "    by role (idle not subtracted): gateway {:.3} ms, workers {:.3} ms, rest-proxy \
-             {:.3} ms",
+             {:.3} ms; context switches per command: {:.1}, {:.1}, {:.1}",
             share(2),
             share(1),
-            share(0)
+            share(0),
+            switched(2),
+            switched(1),
+            switched(0)
         );
         println!(
             "  the gateway published {:.2} events per command; read and not published: {own} of \
@@ -186,14 +200,16 @@ fn main() {
         if let Some(bot) = python_bot(&sim).await {
             let pid = bot.id().unwrap();
             let (idle, _) = quiet(|| cpu_seconds(pid), broker).await;
-            let before = cpu_seconds(pid);
+            let (before, switches_before) = (cpu_seconds(pid), context_switches(pid));
             let elapsed = tests::pings_answered(&sim, &control, count, rate).await;
             let theirs = (cpu_seconds(pid) - before - idle * elapsed) * 1e3 / total as f64;
+            let switched = context_switches(pid).saturating_sub(switches_before);
             println!(
                 "  discord.py: {theirs:.3} ms CPU per command: {:.1}x Disco's processes, {:.1}x \
-                 with RabbitMQ",
+                 with RabbitMQ; {:.1} context switches per command",
                 theirs / ours,
-                theirs / (ours + rabbit)
+                theirs / (ours + rabbit),
+                switched as f64 / total as f64
             );
         }
         sim.stop().await.unwrap();
@@ -265,9 +281,51 @@ fn main() {
             (fleet.cpu_seconds() - before.0) * 1e3 / n,
             (cpu_seconds(broker) - before.1) * 1e3 / n,
         );
+        // Where the slowest waited: the broker's confirm, the proxy's queue, Discord's answer.
+        let discord = latency as f64 / 1e3;
+        let slow = [
+            (fleet.gateway_admin, "disco_gateway_shard_publish_confirm_seconds", 0.0),
+            (fleet.proxy_admin, "disco_rest_proxy_wait_seconds", 0.0),
+            (fleet.proxy_admin, "disco_rest_proxy_discord_seconds", discord),
+        ];
+        let mut over = Vec::new();
+        for (admin, histogram, expected) in slow {
+            let (slow, all) = observed_over(admin, histogram, 0.05 + expected).await;
+            over.push(format!("{histogram} {slow} of {all}"));
+        }
+        println!(
+            "  over 50 ms (for Discord's answer: over its {latency} ms + 50): {}",
+            over.join(", ")
+        );
         drop(fleet);
         sim.stop().await.unwrap();
     });
+}
+
+/// How many observations of a histogram a role exports were above `seconds` (counted from the
+/// smallest bucket bound at or above it), and how many there were.
+async fn observed_over(admin: std::net::SocketAddr, histogram: &str, seconds: f64) -> (u64, u64) {
+    let text = tests::admin_get(admin, "/metrics")
+        .await
+        .unwrap_or_default();
+    let (mut within, mut all) = (None, 0);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(histogram) else {
+            continue;
+        };
+        let count = || line.rsplit(' ').next()?.parse::<f64>().ok();
+        if let Some(bound) = rest
+            .strip_prefix("_bucket{le=\"")
+            .and_then(|rest| rest.split('"').next()?.parse::<f64>().ok())
+        {
+            if bound >= seconds && within.is_none() {
+                within = count();
+            }
+        } else if rest.starts_with("_count") {
+            all = count().unwrap_or_default() as u64;
+        }
+    }
+    (all - within.unwrap_or(all as f64) as u64, all)
 }
 
 /// CPU per second of `cpu` and of the broker over 10 s of quiet.

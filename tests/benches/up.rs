@@ -4,8 +4,8 @@
 //! answers in tens of ms) and holds both to Discord's global limit (50 requests per second);
 //! `COUNT` `~~ping`s (default 2,000) arrive at `RATE` per second (default 40; 0: all at once)
 //! round the `CHANNELS` channels (default 16), so commands do not come in one batch and what is
-//! measured is what a command costs when it waits for Discord. Also: idle CPU and resident
-//! memory. `ROUNDS` (default 2) alternates the two, each against a fresh simulator; `BOTS`
+//! measured is what a command costs when it waits for Discord, and how many context switches
+//! (wake-ups, mostly) it takes. Also: idle CPU and resident memory. `ROUNDS` (default 2) alternates the two, each against a fresh simulator; `BOTS`
 //! (default `disco,python`) chooses which run. Issue #18.
 //!
 //! All at once (`RATE=0`), discord.py sends the replies of all channels together, meets the
@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use discord_sim::world::Limit;
 use discord_sim::{Control, Simulator, World};
-use tests::measure::{cpu_seconds, rss_kib, setting};
+use tests::measure::{context_switches, cpu_seconds, rss_kib, setting};
 use tests::{free_address, pings_answered, python_bot, release_disco, until_ready};
 
 /// What one run of one bot cost.
 struct Cost {
     per_command_ms: f64,
+    /// Context switches per command, idle subtracted: how often its threads woke.
+    switches_per_command: f64,
     idle_ms_per_s: f64,
     idle_rss_mib: u64,
 }
@@ -139,15 +141,19 @@ fn main() {
 /// channels, until every reply reached the simulator: what the process `pid` spent.
 async fn load(pid: u32, sim: &Simulator, control: &Control, count: usize, rate: u64) -> Cost {
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_before = cpu_seconds(pid);
+    let (idle_before, idle_switches_before) = (cpu_seconds(pid), context_switches(pid));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle = (cpu_seconds(pid) - idle_before) / 10.0;
+    let idle_switches = context_switches(pid).saturating_sub(idle_switches_before) as f64 / 10.0;
     let idle_rss = rss_kib(pid);
-    let before = cpu_seconds(pid);
+    let (before, switches_before) = (cpu_seconds(pid), context_switches(pid));
     let elapsed = pings_answered(sim, control, count, rate).await;
     let cpu = cpu_seconds(pid) - before - idle * elapsed;
+    let switches =
+        context_switches(pid).saturating_sub(switches_before) as f64 - idle_switches * elapsed;
     Cost {
         per_command_ms: cpu * 1e3 / count as f64,
+        switches_per_command: switches / count as f64,
         idle_ms_per_s: idle * 1e3,
         idle_rss_mib: idle_rss / 1024,
     }
@@ -155,8 +161,8 @@ async fn load(pid: u32, sim: &Simulator, control: &Control, count: usize, rate: 
 
 fn report(who: &str, cost: &Cost) {
     println!(
-        "  {who}: {:.3} ms CPU per command (idle subtracted), {:.2} ms CPU per second idle, \
-         {} MiB resident idle",
-        cost.per_command_ms, cost.idle_ms_per_s, cost.idle_rss_mib
+        "  {who}: {:.3} ms CPU per command (idle subtracted), {:.1} context switches per \
+         command, {:.2} ms CPU per second idle, {} MiB resident idle",
+        cost.per_command_ms, cost.switches_per_command, cost.idle_ms_per_s, cost.idle_rss_mib
     );
 }

@@ -1101,6 +1101,25 @@ pub mod measure {
         ticks / 100.0
     }
 
+    /// How many times the threads of a process alive now went to sleep or were put off the
+    /// CPU (context switches): a paced command costs about one wake-up per switch.
+    pub fn context_switches(pid: u32) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .flat_map(|status| {
+                status
+                    .lines()
+                    .filter(|line| line.contains("ctxt_switches:"))
+                    .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
     /// RabbitMQ's process, if it runs on this machine.
     pub fn broker_pid() -> Option<u32> {
         let output = std::process::Command::new("pgrep")
