@@ -225,6 +225,22 @@ struct State {
     global_blocked_until: Option<Instant>,
 }
 
+impl State {
+    /// Frees the places a turn held: in the global limit, and among its bucket's requests in
+    /// flight (a probe's end wakes those waiting for it). Its bucket, if still held.
+    fn release(&mut self, turn: &Turn) -> Option<&mut Bucket> {
+        if turn.global {
+            self.global_in_flight = self.global_in_flight.saturating_sub(1);
+        }
+        let bucket = self.buckets.get_mut(&turn.key)?;
+        bucket.in_flight = bucket.in_flight.saturating_sub(1);
+        if bucket.limit.is_none() {
+            bucket.probe_ended();
+        }
+        Some(bucket)
+    }
+}
+
 /// A request's place in its bucket, given back with Discord's answer (or without one).
 #[derive(Debug)]
 #[must_use]
@@ -424,16 +440,10 @@ impl Limits {
 
     /// Gives back a turn that was never sent: its place in the bucket's window is free again.
     pub(crate) fn unused(&self, turn: Turn) {
-        let mut state = self.lock();
-        if turn.global {
-            state.global_in_flight = state.global_in_flight.saturating_sub(1);
-        }
-        if let Some(bucket) = state.buckets.get_mut(&turn.key) {
-            bucket.in_flight = bucket.in_flight.saturating_sub(1);
-            match bucket.limit {
-                Some(limit) => bucket.remaining = (bucket.remaining + 1).min(limit),
-                None => bucket.probe_ended(),
-            }
+        if let Some(bucket) = self.lock().release(&turn)
+            && let Some(limit) = bucket.limit
+        {
+            bucket.remaining = (bucket.remaining + 1).min(limit);
         }
     }
 
@@ -443,7 +453,6 @@ impl Limits {
         let now = Instant::now();
         if turn.global {
             // Answered or not, it may have reached Discord by now: counted from now.
-            state.global_in_flight = state.global_in_flight.saturating_sub(1);
             state.answered.push_back(now);
         }
         if let Some(answer) = answer
@@ -453,13 +462,9 @@ impl Limits {
             state.global_blocked_until = Some(now + retry_after + MARGIN);
         }
         let evict = {
-            let Some(bucket) = state.buckets.get_mut(&turn.key) else {
+            let Some(bucket) = state.release(&turn) else {
                 return;
             };
-            bucket.in_flight = bucket.in_flight.saturating_sub(1);
-            if bucket.limit.is_none() {
-                bucket.probe_ended();
-            }
             match answer {
                 Some(answer) => bucket.learn(now, answer),
                 // No answer says when the window ends, and Discord may have counted the
