@@ -14,10 +14,8 @@ use std::time::Instant;
 
 use discord_sim::world::Limit;
 use serde_json::json;
-use tests::measure::{broker_pid, cpu_seconds};
+use tests::measure::{broker_pid, cpu_seconds, quantile, reply_latencies_ms};
 use tests::{Options, Platform, Transport};
-
-const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 fn main() {
     let env = |name: &str, default: usize| tests::measure::setting(name, default);
@@ -70,15 +68,9 @@ fn main() {
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds(me) - cpu_before;
         let broker_cpu = broker.map_or(0.0, cpu_seconds) - broker_before;
-        let mut latencies: Vec<u64> = sent
-            .iter()
-            .map(|e| {
-                let nonce: u64 = e["nonce"].as_str().unwrap().parse().unwrap();
-                e["at_ms"].as_u64().unwrap() - ((nonce >> 22) + DISCORD_EPOCH_MS)
-            })
-            .collect();
-        latencies.sort_unstable();
-        let at = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+        let latencies = reply_latencies_ms(&sent, 0);
+        assert_eq!(latencies.len(), sent.len(), "every reply carries its command's nonce");
+        let at = |p: f64| quantile(&latencies, p);
         println!(
             "commands: {count} answered in {elapsed:.2} s = {:.0}/s; dispatch-to-reply latency p50 {} ms, p99 {} ms, max {} ms",
             count as f64 / elapsed,

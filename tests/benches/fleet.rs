@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 use discord_sim::world::Limit;
 use discord_sim::{Simulator, World};
 use serde_json::json;
-use tests::measure::{broker_pid, context_switches, cpu_seconds, setting};
+use tests::measure::{
+    broker_pid, context_switches, cpu_seconds, quantile, reply_latencies_ms, setting,
+};
 use tests::{
     Vhost, free_address, messages_sent, python_bot, release_disco, start_role, until_queues,
     until_sent_or_quiet,
 };
-
-const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 /// The processes of one fleet, killed when dropped.
 struct Fleet {
@@ -258,16 +258,9 @@ fn main() {
         )
         .await;
         let elapsed = started.elapsed().as_secs_f64();
-        let mut latencies: Vec<u64> = sent[warmed..]
-            .iter()
-            .map(|e| {
-                let nonce: u64 = e["nonce"].as_str().unwrap().parse().unwrap();
-                let dispatched = (nonce >> 22) + DISCORD_EPOCH_MS;
-                e["at_ms"].as_u64().unwrap() - dispatched - latency
-            })
-            .collect();
-        latencies.sort_unstable();
-        let at = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+        let latencies = reply_latencies_ms(&sent[warmed..], latency);
+        assert_eq!(latencies.len(), sent.len() - warmed, "every reply carries its nonce");
+        let at = |p: f64| quantile(&latencies, p);
         let n = latencies.len() as f64;
         println!(
             "latency ({}): {} ~~ping at {latency_rate}/s over 64 channels in {elapsed:.1} s; dispatch to \

@@ -5,8 +5,10 @@
 //! `COUNT` `~~ping`s (default 2,000) arrive at `RATE` per second (default 40; 0: all at once)
 //! round the `CHANNELS` channels (default 16), so commands do not come in one batch and what is
 //! measured is what a command costs when it waits for Discord, and how many context switches
-//! (wake-ups, mostly) it takes. Also: idle CPU and resident memory. `ROUNDS` (default 2) alternates the two, each against a fresh simulator; `BOTS`
-//! (default `disco,python`) chooses which run. Issue #18.
+//! (wake-ups, mostly) it takes. Also: idle CPU and resident memory. `ROUNDS` (default 2)
+//! alternates the two, each against a fresh simulator; `BOTS` (default `disco,python`) chooses
+//! which run; `THREADS` sets disco up's tokio worker threads (default 0: tokio's, one per
+//! core). Issue #18.
 //!
 //! All at once (`RATE=0`), discord.py sends the replies of all channels together, meets the
 //! global limit's 429s and gives a reply up after five of them; Disco's rest-proxy paces them.
@@ -39,6 +41,8 @@ fn main() {
         setting("RATE", 40),
     );
     let bots = setting("BOTS", "disco,python".to_owned());
+    // disco up's tokio worker threads (0: tokio's default, one per core).
+    let threads = setting("THREADS", 0_usize);
     let Some(disco) = release_disco("bench-up") else {
         return;
     };
@@ -72,8 +76,8 @@ fn main() {
             }
             let (sim, control) = tests::simulate(world()).await;
             let admin = free_address();
-            let mut up = tokio::process::Command::new(&disco)
-                .arg("up")
+            let mut up = tokio::process::Command::new(&disco);
+            up.arg("up")
                 .env_clear()
                 .env("DISCORD_TOKEN", &sim.world.token)
                 .env("DISCO_APPLICATION_ID", sim.world.application_id.to_string())
@@ -84,9 +88,11 @@ fn main() {
                 .env("DISCO_METRICS_LISTEN", admin.to_string())
                 .env("DISCO_INGRESS_LISTEN", free_address().to_string())
                 .env("DISCO_LOG", "warn")
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
+                .kill_on_drop(true);
+            if threads > 0 {
+                up.env("TOKIO_WORKER_THREADS", threads.to_string());
+            }
+            let mut up = up.spawn().unwrap();
             until_ready(admin).await;
             let cost = load(up.id().unwrap(), &sim, &control, count, rate).await;
             report("disco up", &cost);

@@ -1120,6 +1120,32 @@ pub mod measure {
             .sum()
     }
 
+    /// From each command's dispatch to its reply reaching the simulator's REST API, in ms
+    /// less Discord's `latency`, sorted. A reply's nonce is its command's id, a snowflake
+    /// stamped with when the simulator dispatched it.
+    pub fn reply_latencies_ms(sent: &[serde_json::Value], latency: u64) -> Vec<u64> {
+        const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+        let mut latencies: Vec<u64> = sent
+            .iter()
+            .filter_map(|reply| {
+                let nonce: u64 = reply["nonce"].as_str()?.parse().ok()?;
+                let dispatched = (nonce >> 22) + DISCORD_EPOCH_MS;
+                Some(
+                    reply["at_ms"]
+                        .as_u64()?
+                        .saturating_sub(dispatched + latency),
+                )
+            })
+            .collect();
+        latencies.sort_unstable();
+        latencies
+    }
+
+    /// The `p` quantile (0 to 1) of sorted values: `quantile(v, 1.0)` is the largest.
+    pub fn quantile(sorted: &[u64], p: f64) -> u64 {
+        sorted[((sorted.len() as f64 - 1.0) * p) as usize]
+    }
+
     /// RabbitMQ's process, if it runs on this machine.
     pub fn broker_pid() -> Option<u32> {
         let output = std::process::Command::new("pgrep")
