@@ -187,7 +187,9 @@ pub struct RestProxy {
 
 #[derive(Debug)]
 struct Shared {
-    upstream: String,
+    /// Discord's API, as configured; each request's path and query replace its own (no
+    /// request parses the host again).
+    upstream: Url,
     /// Every replica's base URL (none alone), and this one's place among them.
     peers: Vec<String>,
     index: usize,
@@ -230,7 +232,7 @@ impl RestProxy {
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
-                upstream: config.upstream.as_str().trim_end_matches('/').to_owned(),
+                upstream: config.upstream.clone(),
                 peers: config
                     .peers
                     .iter()
@@ -570,10 +572,12 @@ async fn forward(
                 .await;
         }
     }
-    let url = match uri.query() {
-        Some(query) => format!("{}{path}?{query}", shared.upstream),
-        None => format!("{}{path}", shared.upstream),
-    };
+    let mut url = shared.upstream.clone();
+    url.set_path(&format!(
+        "{}{path}",
+        shared.upstream.path().trim_end_matches('/')
+    ));
+    url.set_query(uri.query());
     let mut outgoing = reqwest::header::HeaderMap::with_capacity(headers.len());
     for (name, value) in &headers {
         if passed_on(name) {
@@ -625,7 +629,7 @@ async fn forward(
             .max(Duration::from_secs(1));
         let request = shared
             .client
-            .request(method.clone(), &url)
+            .request(method.clone(), url.clone())
             .headers(outgoing.clone())
             .body(body.clone())
             .timeout(timeout);
