@@ -525,21 +525,22 @@ mod tests {
         )
     }
 
+    /// A patient turn in bucket `c`.
+    async fn turn(limits: &Limits, deadline: Instant) -> Turn {
+        limits
+            .turn("c", true, deadline, None, false)
+            .await
+            .expect("a turn before the deadline")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_waiting_for_a_probe_go_when_its_answer_comes() {
         let limits = Limits::new(50);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let probe = limits
-            .turn("c", true, deadline, None, false)
-            .await
-            .expect("probe");
+        let probe = turn(&limits, deadline).await;
         let started = Instant::now();
         let next = async {
-            let turn = limits
-                .turn("c", true, deadline, None, false)
-                .await
-                .expect("after the probe");
-            limits.done(turn, None);
+            limits.done(turn(&limits, deadline).await, None);
             started.elapsed()
         };
         let answer = async {
@@ -555,19 +556,8 @@ mod tests {
         let limits = Limits::new(50);
         let deadline = Instant::now() + Duration::from_secs(60);
         // The probe learns the bucket: 5 per 5 s, 4 left.
-        let probe = limits
-            .turn("c", true, deadline, None, false)
-            .await
-            .expect("probe");
-        let answer = Answer::read(
-            200,
-            &headers(&[
-                ("x-ratelimit-limit", "5"),
-                ("x-ratelimit-remaining", "4"),
-                ("x-ratelimit-reset-after", "5.000"),
-            ]),
-        );
-        limits.done(probe, Some(&answer));
+        let probe = turn(&limits, deadline).await;
+        limits.done(probe, Some(&window("4")));
         for _ in 0..4 {
             let turn = limits
                 .turn("c", true, deadline, None, false)
@@ -620,10 +610,7 @@ mod tests {
     async fn a_turn_that_slips_past_what_its_sender_waits_is_refused() {
         let limits = std::sync::Arc::new(Limits::new(50));
         let deadline = Instant::now() + Duration::from_secs(60);
-        let probe = limits
-            .turn("c", true, deadline, None, false)
-            .await
-            .expect("probe");
+        let probe = turn(&limits, deadline).await;
         limits.done(probe, Some(&window("4")));
         let mut turns = Vec::new();
         for _ in 0..4 {
