@@ -167,7 +167,12 @@ impl VoiceSession {
             let mut hub = sim.voice.lock();
             // Read under the lock that member moves take: none is missed in between.
             let present = hub.present(guild_id);
-            let HubState { calls, stats, .. } = &mut *hub;
+            let HubState {
+                calls,
+                stats,
+                links,
+                ..
+            } = &mut *hub;
             match calls.get_mut(&guild_id) {
                 Some(call) => step(
                     call,
@@ -175,6 +180,11 @@ impl VoiceSession {
                     &sim.voice.sender,
                     &mut stats.entry(guild_id).or_default().dave,
                 ),
+                // The bot left (or was removed) while this message was on its way: its
+                // connection is ending, and what arrives meanwhile is dropped, as by Discord.
+                None if links.get(&guild_id).is_none_or(|link| link.id != self.link) => {
+                    Ok(Vec::new())
+                }
                 None => Err("a DAVE message outside a DAVE call".to_owned()),
             }
         };
