@@ -187,11 +187,10 @@ pub struct RestProxy {
 
 #[derive(Debug)]
 struct Shared {
-    /// Discord's API, as configured; each request's path and query replace its own (no
-    /// request parses the host again).
+    /// Discord's API, as configured.
     upstream: Url,
     /// Every replica's base URL (none alone), and this one's place among them.
-    peers: Vec<String>,
+    peers: Vec<Url>,
     index: usize,
     client: reqwest::Client,
     limits: Limits,
@@ -233,11 +232,7 @@ impl RestProxy {
             listener,
             shared: Arc::new(Shared {
                 upstream: config.upstream.clone(),
-                peers: config
-                    .peers
-                    .iter()
-                    .map(|peer| peer.as_str().trim_end_matches('/').to_owned())
-                    .collect(),
+                peers: config.peers.clone(),
                 index: config.index,
                 client,
                 limits: Limits::new(global_share),
@@ -377,13 +372,12 @@ impl Shared {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response {
-        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         let mut outgoing = headers.clone();
         outgoing.remove("host");
         outgoing.insert(FORWARDED_HEADER, HeaderValue::from_static("1"));
         let sent = self
             .client
-            .request(method, format!("{}{path}", self.peers[owner]))
+            .request(method, at(&self.peers[owner], uri))
             .headers(outgoing)
             .body(body)
             .timeout(self.default_deadline)
@@ -529,6 +523,19 @@ fn passed_on(name: &HeaderName) -> bool {
     ) && !name.as_str().starts_with("x-disco-")
 }
 
+/// `uri`'s path and query under `base`: a copy of a URL parsed once, so no request parses a
+/// host again.
+fn at(base: &Url, uri: &Uri) -> Url {
+    let mut url = base.clone();
+    url.set_path(&format!(
+        "{}{}",
+        base.path().trim_end_matches('/'),
+        uri.path()
+    ));
+    url.set_query(uri.query());
+    url
+}
+
 async fn forward(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -572,12 +579,7 @@ async fn forward(
                 .await;
         }
     }
-    let mut url = shared.upstream.clone();
-    url.set_path(&format!(
-        "{}{path}",
-        shared.upstream.path().trim_end_matches('/')
-    ));
-    url.set_query(uri.query());
+    let url = at(&shared.upstream, &uri);
     let mut outgoing = reqwest::header::HeaderMap::with_capacity(headers.len());
     for (name, value) in &headers {
         if passed_on(name) {
