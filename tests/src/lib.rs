@@ -1110,12 +1110,12 @@ pub mod measure {
         tasks
             .flatten()
             .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-            .flat_map(|status| {
+            .map(|status| {
                 status
                     .lines()
                     .filter(|line| line.contains("ctxt_switches:"))
                     .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    .collect::<Vec<_>>()
+                    .sum::<u64>()
             })
             .sum()
     }
