@@ -845,7 +845,7 @@ pub fn disco_command(
         .env("DISCO_DISCORD_GATEWAY_URL", &sim.gateway_url)
         .env("DISCO_AMQP_URL", vhost.url())
         .env("DISCO_METRICS_LISTEN", "127.0.0.1:0")
-        .env("DISCO_LOG", "warn,lapin=off")
+        .env("DISCO_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
     command

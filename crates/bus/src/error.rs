@@ -23,7 +23,7 @@ pub enum Error {
     InvalidUrl(String),
     /// The broker refused an operation, or the connection failed.
     #[error("broker error")]
-    Broker(#[from] lapin::Error),
+    Broker(#[from] amqprs::error::Error),
 }
 
 impl Error {

@@ -7,7 +7,7 @@
 //! - [`Error`]: what went wrong, and [`Error::is_retryable`]; [`Failure`]: a handler's error,
 //!   which [`Delivery::settle`] turns into ack, requeue or dead-letter.
 //! - `memory`: the in-process broker of the embedded mode.
-//! - `rabbit`: RabbitMQ through lapin: topology, confirms, reconnects.
+//! - `rabbit`: RabbitMQ through amqprs: topology, confirms, reconnects.
 //! - `topic`: AMQP topic pattern matching, for the in-memory broker.
 
 mod error;
@@ -322,9 +322,8 @@ pub struct Lock {
 #[derive(Debug)]
 enum LockInner {
     Memory(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>),
-    /// Dropping the channel's last handle closes it, which ends the exclusive consumer. The
-    /// consumer drops first, so its cancel goes out before the close (see `rabbit::consume`).
-    Rabbit(Box<(lapin::Consumer, lapin::Channel)>),
+    /// Dropping it closes its channel, which ends the exclusive consumer.
+    Rabbit(Box<rabbit::Held>),
 }
 
 impl Lock {
@@ -335,11 +334,7 @@ impl Lock {
     pub async fn lost(&mut self) {
         match &mut self.inner {
             LockInner::Memory(_) => std::future::pending().await,
-            LockInner::Rabbit(held) => {
-                use futures_util::StreamExt;
-                // Nothing is ever published to a lock's queue: the stream only ends, or fails.
-                while let Some(Ok(_)) = held.0.next().await {}
-            }
+            LockInner::Rabbit(held) => held.lost().await,
         }
     }
 }

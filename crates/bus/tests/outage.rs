@@ -20,6 +20,20 @@ fn amqp_url() -> String {
 
 /// Closes every broker connection whose client-provided name is `name`; returns how many.
 fn close_connections_named(name: &str) -> usize {
+    let mut closed = 0;
+    for pid in connections_named(name) {
+        let status = Command::new("rabbitmqctl")
+            .args(["close_connection", &pid, "outage test"])
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success());
+        closed += 1;
+    }
+    closed
+}
+
+/// The broker's ids of the connections whose client-provided name holds `name`.
+fn connections_named(name: &str) -> Vec<String> {
     let listed = Command::new("rabbitmqctl")
         .args([
             "list_connections",
@@ -35,18 +49,11 @@ fn close_connections_named(name: &str) -> usize {
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    let mut closed = 0;
-    for line in listed.lines().filter(|line| line.contains(name)) {
-        let pid = line.split_whitespace().next().expect("a pid column");
-        let status = Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "outage test"])
-            .status()
-            .expect("rabbitmqctl runs");
-        assert!(status.success());
-        closed += 1;
-    }
-    closed
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|line| line.contains(name))
+        .map(|line| line.split_whitespace().next().expect("a pid column").to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,4 +197,39 @@ async fn a_lock_is_lost_with_its_connection() {
         .unwrap();
     other.close().await;
     holder.close().await;
+}
+
+/// Callers that stop waiting half-way through a call to the broker (a deadline, a shutdown's
+/// `select!`) leave the connection as it was: no reconnect, and the bus still works. (amqprs
+/// panicked in its connection's task when a caller left while a channel was being opened, and
+/// the connection went with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cut_short_leave_the_connection_up() {
+    let name = format!("cut-short-{}", std::process::id());
+    let bus = Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), name.clone()).unwrap())
+        .await
+        .expect("RabbitMQ answers");
+    let quoted = format!("{name}\"");
+    let before = connections_named(&quoted);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let queue = format!("test.{name}");
+    for attempt in 0..60_u64 {
+        // From nothing to a few milliseconds: cut short at every step of opening a channel,
+        // declaring, consuming.
+        let deadline = Duration::from_micros(attempt * 97 % 3_000);
+        let subscribe = bus.subscribe(Subscription::shared(&queue));
+        let _ = tokio::time::timeout(deadline, subscribe).await;
+        let get = bus.get(&queue);
+        let _ = tokio::time::timeout(deadline, get).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(connections_named(&quoted), before, "the same connection");
+    bus.publish(Destination::Queue(queue.clone()), Message::new("after"))
+        .await
+        .unwrap();
+    let got = bus.get(&queue).await.unwrap().expect("the message");
+    assert_eq!(got.message.body.as_ref(), b"after");
+    got.ack().await.unwrap();
+    bus.delete_queue(&queue).await.unwrap();
+    bus.close().await;
 }

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;
     }
-    // lapin and songbird both bring rustls; exactly one crypto provider must be chosen.
+    // amqprs and songbird both bring rustls; exactly one crypto provider must be chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amqprs::{BasicProperties, DELIVERY_MODE_PERSISTENT, FieldTable, FieldValue};
+use tracing::warn;
 
+use super::field;
 use crate::Message;
 
 /// When a message with an expiry stops being worth acting on, in ms since the Unix epoch.
@@ -21,34 +22,33 @@ fn now_ms() -> u64 {
 }
 
 pub(super) fn properties_of(message: &Message) -> BasicProperties {
-    let mut properties = BasicProperties::default().with_delivery_mode(2);
-    let mut headers = FieldTable::default();
+    let mut properties = BasicProperties::default();
+    properties.with_delivery_mode(DELIVERY_MODE_PERSISTENT);
+    let mut headers = FieldTable::new();
     for (name, value) in &message.headers {
-        headers.insert(
-            ShortString::from(name.as_str()),
-            AMQPValue::LongString(LongString::from(value.as_str())),
-        );
+        match (name.as_str().try_into(), value.as_str().try_into()) {
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, FieldValue::S(value));
+            }
+            _ => warn!(header = %name, "left out a header too long for AMQP"),
+        }
     }
     if let Some(after) = message.expires_after {
         let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        headers.insert(
-            EXPIRES_AT_HEADER.into(),
-            AMQPValue::LongLongInt(
-                i64::try_from(now_ms().saturating_add(after)).unwrap_or(i64::MAX),
-            ),
-        );
+        let at = i64::try_from(now_ms().saturating_add(after)).unwrap_or(i64::MAX);
+        headers.insert(field(EXPIRES_AT_HEADER), FieldValue::l(at));
     }
-    if !headers.inner().is_empty() {
-        properties = properties.with_headers(headers);
+    if !headers.as_ref().is_empty() {
+        properties.with_headers(headers);
     }
     if let Some(id) = &message.correlation_id {
-        properties = properties.with_correlation_id(id.as_str().into());
+        properties.with_correlation_id(id);
     }
     if let Some(reply_to) = &message.reply_to {
-        properties = properties.with_reply_to(reply_to.as_str().into());
+        properties.with_reply_to(reply_to);
     }
     if let Some(after) = message.expires_after {
-        properties = properties.with_expiration(after.as_millis().to_string().into());
+        properties.with_expiration(&after.as_millis().to_string());
     }
     properties
 }
@@ -57,30 +57,27 @@ pub(super) fn message_of(properties: &BasicProperties, body: Vec<u8>) -> Message
     let mut headers = BTreeMap::new();
     let mut expires_after = None;
     if let Some(table) = properties.headers() {
-        for (name, value) in table.inner() {
-            if name.as_str() == EXPIRES_AT_HEADER {
-                if let AMQPValue::LongLongInt(at) = value {
+        for (name, value) in table.as_ref() {
+            let name: &String = name.as_ref();
+            if name == EXPIRES_AT_HEADER {
+                if let FieldValue::l(at) = value {
                     let left = u64::try_from(*at).unwrap_or(0).saturating_sub(now_ms());
                     expires_after = Some(Duration::from_millis(left));
                 }
                 continue;
             }
-            let text = match value {
-                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                AMQPValue::ShortString(s) => s.to_string(),
-                _ => continue,
+            let FieldValue::S(text) = value else {
+                continue;
             };
-            headers.insert(name.to_string(), text);
+            let text: &String = text.as_ref();
+            headers.insert(name.clone(), text.clone());
         }
     }
     Message {
         body: body.into(),
         headers,
-        correlation_id: properties
-            .correlation_id()
-            .as_ref()
-            .map(ToString::to_string),
-        reply_to: properties.reply_to().as_ref().map(ToString::to_string),
+        correlation_id: properties.correlation_id().cloned(),
+        reply_to: properties.reply_to().cloned(),
         // What is left of it: zero when it expired in a consumer's prefetch buffer.
         expires_after,
     }
@@ -91,13 +88,12 @@ pub(super) fn message_of(properties: &BasicProperties, body: Vec<u8>) -> Message
 pub(super) fn delivery_count(properties: &BasicProperties, redelivered: bool) -> u32 {
     let counted = properties
         .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get("x-delivery-count"))
+        .and_then(|headers| headers.get(&field("x-delivery-count")))
         .and_then(|value| match value {
-            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
-            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
-            AMQPValue::LongUInt(n) => Some(*n),
-            AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+            FieldValue::l(n) => u32::try_from(*n).ok(),
+            FieldValue::I(n) => u32::try_from(*n).ok(),
+            FieldValue::i(n) => Some(*n),
+            FieldValue::s(n) => u32::try_from(*n).ok(),
             _ => None,
         });
     counted.unwrap_or(u32::from(redelivered))
@@ -117,11 +113,8 @@ mod tests {
         message.reply_to = Some("amq.rabbitmq.reply-to".to_owned());
         message.expires_after = Some(Duration::from_millis(1500));
         let properties = properties_of(&message);
-        assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
-        assert_eq!(
-            properties.expiration().as_ref().map(ToString::to_string),
-            Some("1500".to_owned())
-        );
+        assert_eq!(properties.delivery_mode(), Some(2), "persistent");
+        assert_eq!(properties.expiration().cloned(), Some("1500".to_owned()));
         let back = message_of(&properties, b"body".to_vec());
         assert_eq!(back.body, message.body);
         assert_eq!(back.headers, message.headers);
@@ -133,9 +126,9 @@ mod tests {
             "{left:?}"
         );
         let mut expired = properties_of(&message);
-        let mut headers = expired.headers().clone().unwrap_or_default();
-        headers.insert(EXPIRES_AT_HEADER.into(), AMQPValue::LongLongInt(1));
-        expired = expired.with_headers(headers);
+        let mut headers = expired.headers().cloned().unwrap_or_default();
+        headers.insert(field(EXPIRES_AT_HEADER), FieldValue::l(1));
+        expired.with_headers(headers);
         assert_eq!(
             message_of(&expired, Vec::new()).expires_after,
             Some(Duration::ZERO),
@@ -145,17 +138,17 @@ mod tests {
 
     #[test]
     fn the_delivery_count_comes_from_quorum_queues_or_the_redelivered_flag() {
-        let with_count = |value: AMQPValue| {
-            let mut headers = FieldTable::default();
-            headers.insert("x-delivery-count".into(), value);
-            BasicProperties::default().with_headers(headers)
+        let with_count = |value: FieldValue| {
+            let mut headers = FieldTable::new();
+            headers.insert(field("x-delivery-count"), value);
+            BasicProperties::default().with_headers(headers).finish()
         };
         let rows = [
-            (with_count(AMQPValue::LongLongInt(3)), false, 3),
-            (with_count(AMQPValue::LongInt(2)), false, 2),
-            (with_count(AMQPValue::LongUInt(4)), true, 4),
-            (with_count(AMQPValue::ShortInt(1)), false, 1),
-            (with_count(AMQPValue::LongLongInt(-1)), true, 1),
+            (with_count(FieldValue::l(3)), false, 3),
+            (with_count(FieldValue::I(2)), false, 2),
+            (with_count(FieldValue::i(4)), true, 4),
+            (with_count(FieldValue::s(1)), false, 1),
+            (with_count(FieldValue::l(-1)), true, 1),
             (BasicProperties::default(), true, 1),
             (BasicProperties::default(), false, 0),
         ];

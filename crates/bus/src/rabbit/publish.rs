@@ -1,16 +1,18 @@
 //! Publishing: confirmed publishes to exchanges and queues, and requests answered through
 //! RabbitMQ's direct reply-to.
 
-use lapin::Confirmation;
-use lapin::options::BasicPublishOptions;
+use amqprs::channel::BasicPublishArguments;
 use tracing::warn;
 
 use super::codec::properties_of;
-use super::{Backoff, Broker, DIRECT_REPLY_TO, IfUnroutable, Via, declare_shared};
+use super::confirm::Outcome;
+use super::{Backoff, Broker, DIRECT_REPLY_TO, IfUnroutable, Via};
 use crate::{Destination, Error, Message, PendingReply, Shape};
 use disco_proto::route::EVENTS_EXCHANGE;
 
 impl Broker {
+    /// Publishes and waits for the confirm, through reconnects. A queue destination that does
+    /// not exist yet is declared and the message sent again.
     pub(super) async fn send(
         &self,
         via: Via,
@@ -39,30 +41,19 @@ impl Broker {
                     continue;
                 }
             };
-            let outcome = async {
-                channel
-                    .basic_publish(
-                        exchange.into(),
-                        routing_key.into(),
-                        BasicPublishOptions {
-                            mandatory: if_unroutable != IfUnroutable::Drop,
-                            ..BasicPublishOptions::default()
-                        },
-                        &message.body,
-                        properties_of(message),
-                    )
-                    .await?
-                    .await
-            }
-            .await;
+            let mut arguments = BasicPublishArguments::new(exchange, routing_key);
+            arguments.mandatory = if_unroutable != IfUnroutable::Drop;
+            let outcome = channel
+                .publish(arguments, properties_of(message), message.body.to_vec())
+                .await;
             match outcome {
-                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
-                Ok(Confirmation::Ack(Some(_returned)))
+                Ok(Outcome::Acked) => return Ok(()),
+                Ok(Outcome::Returned)
                     if let IfUnroutable::DeclareQueue(shape) = if_unroutable
                         && !declared =>
                 {
                     // A failed declare is tried again with the publish.
-                    match declare_shared(&channel, routing_key, shape).await {
+                    match self.declare(routing_key, shape).await {
                         Ok(()) => declared = true,
                         Err(error) => {
                             let why = "cannot declare the queue";
@@ -71,15 +62,14 @@ impl Broker {
                         }
                     }
                 }
-                Ok(Confirmation::Ack(Some(_returned))) => {
+                Ok(Outcome::Returned) => {
                     return Err(Error::Unroutable(routing_key.to_owned()));
                 }
-                Ok(Confirmation::Nack(_)) => {
+                Ok(Outcome::Nacked) => {
                     let why = "rabbitmq refused a message";
                     self.again(&mut backoff, routing_key, why, None).await?;
                 }
                 Err(error) => {
-                    let error = Error::from(error);
                     self.again(&mut backoff, routing_key, "publish failed", Some(&error))
                         .await?;
                 }

@@ -205,13 +205,12 @@ pub struct TelemetryArgs {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Which logs to show, as a tracing filter (`info`, `disco=debug,lapin=warn`). lapin is
-    /// off by default: the bus reports every broker failure itself, with its causes, and
-    /// lapin logs a contended lock (normal) as an error.
+    /// Which logs to show, as a tracing filter (`info`, `disco=debug,songbird=info`). The bus
+    /// reports every broker failure itself, with its causes.
     #[arg(
         long,
         env = "DISCO_LOG",
-        default_value = "info,lapin=off,songbird=warn",
+        default_value = "info,songbird=warn",
         global = true
     )]
     pub log: String,
