@@ -52,7 +52,12 @@ fn connections_named(name: &str) -> Vec<String> {
     String::from_utf8_lossy(&listed.stdout)
         .lines()
         .filter(|line| line.contains(name))
-        .map(|line| line.split_whitespace().next().expect("a pid column").to_owned())
+        .map(|line| {
+            line.split_whitespace()
+                .next()
+                .expect("a pid column")
+                .to_owned()
+        })
         .collect()
 }
 
