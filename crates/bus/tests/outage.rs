@@ -18,6 +18,12 @@ fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// A bus on RabbitMQ whose connection the broker lists as `name`.
+async fn connect(name: &str) -> Bus {
+    let config = RabbitConfig::new(Secret::new(amqp_url()), name).unwrap();
+    Bus::rabbitmq(config).await.expect("RabbitMQ answers")
+}
+
 /// Closes every broker connection whose client-provided name is `name`; returns how many.
 fn close_connections_named(name: &str) -> usize {
     let mut closed = 0;
@@ -64,8 +70,7 @@ fn connections_named(name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_survives_its_connection_being_closed() {
     let name = format!("outage-{}", std::process::id());
-    let config = RabbitConfig::new(Secret::new(amqp_url()), name.clone()).unwrap();
-    let bus = Bus::rabbitmq(config).await.expect("RabbitMQ answers");
+    let bus = connect(&name).await;
     let queue = format!("test.{name}.stream");
     let event = format!("OUTAGE_{}", std::process::id());
 
@@ -168,13 +173,8 @@ async fn stream_survives_its_connection_being_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_is_lost_with_its_connection() {
     let name = format!("lock-outage-{}", std::process::id());
-    let holder = Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), name.clone()).unwrap())
-        .await
-        .expect("RabbitMQ answers");
-    let other =
-        Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), format!("{name}-other")).unwrap())
-            .await
-            .unwrap();
+    let holder = connect(&name).await;
+    let other = connect(&format!("{name}-other")).await;
     let lock_name = format!("test.{name}");
     let mut held = holder.lock(&lock_name).await.unwrap();
     assert!(
@@ -211,9 +211,7 @@ async fn a_lock_is_lost_with_its_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_cut_short_leave_the_connection_up() {
     let name = format!("cut-short-{}", std::process::id());
-    let bus = Bus::rabbitmq(RabbitConfig::new(Secret::new(amqp_url()), name.clone()).unwrap())
-        .await
-        .expect("RabbitMQ answers");
+    let bus = connect(&name).await;
     let quoted = format!("{name}\"");
     let before = connections_named(&quoted);
     assert_eq!(before.len(), 1, "{before:?}");
