@@ -23,6 +23,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -192,7 +196,7 @@ struct Shared {
     /// Every replica's base URL (none alone), and this one's place among them.
     peers: Vec<Url>,
     index: usize,
-    client: reqwest::Client,
+    client: Upstream,
     limits: Limits,
     budget: Budget,
     metrics: Metrics,
@@ -223,11 +227,7 @@ impl RestProxy {
         // Each replica sends its share; the buckets are split by owner.
         let global_share = config.global_limit / config.replicas();
         let budget_share = (config.invalid_budget / config.replicas()).max(1);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| serve_error(std::io::Error::other(e)))?;
+        let client = upstream_client().map_err(|e| serve_error(std::io::Error::other(e)))?;
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
@@ -375,33 +375,32 @@ impl Shared {
         let mut outgoing = headers.clone();
         outgoing.remove("host");
         outgoing.insert(FORWARDED_HEADER, HeaderValue::from_static("1"));
-        let sent = self
-            .client
-            .request(method, at(&self.peers[owner], uri))
-            .headers(outgoing)
-            .body(body)
-            .timeout(self.default_deadline)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => {
+        let answered = match at(&self.peers[owner], uri) {
+            Ok(uri) => {
+                let request = outgoing_request(method, uri, outgoing, body);
+                send(
+                    &self.client,
+                    request,
+                    Instant::now() + self.default_deadline,
+                )
+                .await
+            }
+            Err(error) => Err(Failed::Unsent(error.to_string())),
+        };
+        match answered {
+            Ok((status, headers, body)) => relay(status, &headers, body),
+            Err(Failed::Unsent(error)) => {
                 // Not sent in its place: the owner may be restarting. The caller tries again.
-                let error = error.without_url();
                 tracing::warn!(route = %route.template, owner, %error, "the bucket's replica is unreachable");
-                return self.refused(
+                self.refused(
                     route,
                     StatusCode::BAD_GATEWAY,
                     "unreachable",
                     "the replica that owns this bucket did not answer",
                     None,
-                );
+                )
             }
-        };
-        let (status, headers) = (response.status(), response.headers().clone());
-        match response.bytes().await {
-            Ok(body) => relay(status, &headers, body),
-            Err(_) => self.refused(
+            Err(Failed::BrokeOff(..)) => self.refused(
                 route,
                 StatusCode::BAD_GATEWAY,
                 "unreachable",
@@ -525,15 +524,78 @@ fn passed_on(name: &HeaderName) -> bool {
 
 /// `uri`'s path and query under `base`: a copy of a URL parsed once, so no request parses a
 /// host again.
-fn at(base: &Url, uri: &Uri) -> Url {
-    let mut url = base.clone();
-    url.set_path(&format!(
-        "{}{}",
-        base.path().trim_end_matches('/'),
-        uri.path()
-    ));
-    url.set_query(uri.query());
-    url
+fn at(base: &Url, uri: &Uri) -> Result<Uri, axum::http::uri::InvalidUri> {
+    let base = base.as_str().trim_end_matches('/');
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut url = String::with_capacity(base.len() + path.len());
+    url.push_str(base);
+    url.push_str(path);
+    Uri::try_from(url)
+}
+
+/// The proxy's HTTP client, to Discord (TLS, webpki's roots) and to its peers (plain): hyper's
+/// pool and nothing above it (no redirects, no URL re-parsing: a request is sent as it came).
+type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn upstream_client() -> Result<Upstream, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    // ring: the one provider the build has (as songbird's and the bus's TLS).
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new())
+        .build(https))
+}
+
+fn outgoing_request(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::http::Request<Full<Bytes>> {
+    let mut request = axum::http::Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
+}
+
+/// Why an exchange gave no answer.
+#[derive(Debug)]
+enum Failed {
+    /// Nothing came back: not connected, or no answer before the deadline.
+    Unsent(String),
+    /// The answer began (its status and headers) and broke off.
+    BrokeOff(StatusCode, HeaderMap),
+}
+
+/// Sends `request` and reads its whole answer, both before `deadline`.
+async fn send(
+    client: &Upstream,
+    request: axum::http::Request<Full<Bytes>>,
+    deadline: Instant,
+) -> Result<(StatusCode, HeaderMap, Bytes), Failed> {
+    let response = match tokio::time::timeout_at(deadline, client.request(request)).await {
+        Ok(Ok(response)) => response,
+        // Its source says why (the error itself only says "client error").
+        Ok(Err(error)) => {
+            let why = std::error::Error::source(&error)
+                .map_or_else(|| error.to_string(), |source| format!("{error}: {source}"));
+            return Err(Failed::Unsent(why));
+        }
+        Err(_) => return Err(Failed::Unsent("no answer before the deadline".to_owned())),
+    };
+    let (parts, body) = response.into_parts();
+    match tokio::time::timeout_at(deadline, body.collect()).await {
+        Ok(Ok(body)) => Ok((parts.status, parts.headers, body.to_bytes())),
+        _ => Err(Failed::BrokeOff(parts.status, parts.headers)),
+    }
 }
 
 async fn forward(
@@ -579,8 +641,17 @@ async fn forward(
                 .await;
         }
     }
-    let url = at(&shared.upstream, &uri);
-    let mut outgoing = reqwest::header::HeaderMap::with_capacity(headers.len());
+    let url = match at(&shared.upstream, &uri) {
+        Ok(url) => url,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                message(&format!("not a URL on Discord's API: {error}")),
+            )
+                .into_response();
+        }
+    };
+    let mut outgoing = HeaderMap::with_capacity(headers.len());
     for (name, value) in &headers {
         if passed_on(name) {
             outgoing.append(name.clone(), value.clone());
@@ -629,12 +700,7 @@ async fn forward(
         let timeout = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        let request = shared
-            .client
-            .request(method.clone(), url.clone())
-            .headers(outgoing.clone())
-            .body(body.clone())
-            .timeout(timeout);
+        let request = outgoing_request(method.clone(), url.clone(), outgoing.clone(), body.clone());
         // Once its turn is taken, the exchange with Discord runs to its end in a task of its
         // own: a caller that goes away (its connection dropped) would otherwise cancel it
         // halfway, and what Discord's answer says of the bucket would never be learned.
@@ -642,6 +708,7 @@ async fn forward(
             Arc::clone(&shared),
             turn,
             request,
+            Instant::now() + timeout,
             route.clone(),
             credential,
         ));
@@ -690,17 +757,17 @@ type Exchanged = (StatusCode, Answer, HeaderMap, Bytes);
 async fn exchange(
     shared: Arc<Shared>,
     turn: Turn,
-    request: reqwest::RequestBuilder,
+    request: axum::http::Request<Full<Bytes>>,
+    deadline: Instant,
     route: Route,
     credential: Option<u64>,
 ) -> Result<Exchanged, Response> {
     let sent = Instant::now();
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => {
+    let (status_code, headers, body) = match send(&shared.client, request, deadline).await {
+        Ok(answered) => answered,
+        Err(Failed::Unsent(error)) => {
             shared.limits.done(turn, None);
             // Without its URL: interaction and webhook URLs hold tokens.
-            let error = error.without_url();
             tracing::warn!(route = %route.template, %error, "discord unreachable");
             return Err(shared.refused(
                 &route,
@@ -710,16 +777,11 @@ async fn exchange(
                 None,
             ));
         }
-    };
-    let status_code = response.status();
-    let answer = Answer::read(status_code.as_u16(), response.headers());
-    let headers = response.headers().clone();
-    let body = match response.bytes().await {
-        Ok(body) => body,
-        Err(error) => {
-            shared.limits.done(turn, Some(&answer));
-            let error = error.without_url();
-            tracing::warn!(route = %route.template, %error, "discord's answer broke off");
+        Err(Failed::BrokeOff(status, headers)) => {
+            shared
+                .limits
+                .done(turn, Some(&Answer::read(status.as_u16(), &headers)));
+            tracing::warn!(route = %route.template, "discord's answer broke off");
             return Err(shared.refused(
                 &route,
                 StatusCode::BAD_GATEWAY,
@@ -729,6 +791,7 @@ async fn exchange(
             ));
         }
     };
+    let answer = Answer::read(status_code.as_u16(), &headers);
     shared.metrics.discord.observe(sent.elapsed().as_secs_f64());
     shared.budget.record(
         &route,

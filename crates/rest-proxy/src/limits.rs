@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use reqwest::header::HeaderMap;
+use axum::http::HeaderMap;
 
 /// How much later than Discord's window our window ends: the sender's clock starts before
 /// Discord's does, by up to the network's jitter.
