@@ -1,21 +1,43 @@
 //! AMQP topic matching: words split on `.`, `*` is exactly one word, `#` is zero or more.
 
+/// Whether routing key `key` matches binding `pattern`. Walks both in place: the in-memory
+/// broker runs this for every binding on every publish.
 pub(crate) fn matches(pattern: &str, key: &str) -> bool {
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let key: Vec<&str> = key.split('.').collect();
-    matches_words(&pattern, &key)
+    matches_words(Some(pattern), Some(key))
 }
 
-fn matches_words(pattern: &[&str], key: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => key.is_empty(),
-        Some((&"#", rest)) => (0..=key.len()).any(|skip| matches_words(rest, &key[skip..])),
-        Some((&word, rest)) => match key.split_first() {
-            Some((first, key_rest)) => {
-                (word == "*" || word == *first) && matches_words(rest, key_rest)
+/// The first word of `words` and the words after it (`None`: there were no words left).
+fn first(words: &str) -> (&str, Option<&str>) {
+    match words.split_once('.') {
+        Some((word, rest)) => (word, Some(rest)),
+        None => (words, None),
+    }
+}
+
+fn matches_words(pattern: Option<&str>, key: Option<&str>) -> bool {
+    let Some(pattern) = pattern else {
+        return key.is_none();
+    };
+    let (word, rest) = first(pattern);
+    if word == "#" {
+        // Zero words of the key, then one more each time round.
+        let mut key = key;
+        loop {
+            if matches_words(rest, key) {
+                return true;
             }
-            None => false,
-        },
+            match key {
+                Some(words) => key = first(words).1,
+                None => return false,
+            }
+        }
+    }
+    match key {
+        Some(words) => {
+            let (first_word, key_rest) = first(words);
+            (word == "*" || word == first_word) && matches_words(rest, key_rest)
+        }
+        None => false,
     }
 }
 
@@ -38,6 +60,14 @@ mod tests {
             ("a.#.c", "a.b.b.c", true),
             ("a.#.c", "a.b.d", false),
             ("MESSAGE_CREATE.*", "INTERACTION_CREATE.3", false),
+            ("#.3", "MESSAGE_CREATE.3", true),
+            ("#.3", "MESSAGE_CREATE.4", false),
+            ("a.#", "b", false),
+            ("a.*.#", "a", false),
+            ("a.*.#", "a.b", true),
+            ("*", "", true),
+            ("", "", true),
+            ("", "a", false),
         ];
         for (pattern, key, want) in rows {
             assert_eq!(matches(pattern, key), want, "{pattern} ~ {key}");
