@@ -388,7 +388,7 @@ impl Shared {
             Err(error) => Err(Failed::Unsent(error.to_string())),
         };
         match answered {
-            Ok((status, headers, body)) => relay(status, &headers, body),
+            Ok((status, headers, body)) => relay(status, headers, body),
             Err(Failed::Unsent(error)) => {
                 // Not sent in its place: the owner may be restarting. The caller tries again.
                 tracing::warn!(route = %route.template, owner, %error, "the bucket's replica is unreachable");
@@ -744,7 +744,7 @@ async fn forward(
         if matches!(status, 401 | 403) {
             shared.update_gauges();
         }
-        return relay(status_code, &response_headers, body);
+        return relay(status_code, response_headers, body);
     }
 }
 
@@ -805,18 +805,19 @@ async fn exchange(
 }
 
 /// An answer passed back as it came, less its hop-by-hop headers.
-fn relay(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
-    let mut back = Response::builder().status(status);
-    for (name, value) in headers {
-        if !matches!(
-            name.as_str(),
-            "connection" | "content-length" | "transfer-encoding" | "keep-alive"
-        ) {
-            back = back.header(name, value);
-        }
+fn relay(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Response {
+    for hop in [
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "keep-alive",
+    ] {
+        headers.remove(hop);
     }
-    back.body(axum::body::Body::from(body))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+    let mut back = Response::new(axum::body::Body::from(body));
+    *back.status_mut() = status;
+    *back.headers_mut() = headers;
+    back
 }
 
 #[cfg(test)]
