@@ -522,8 +522,8 @@ fn passed_on(name: &HeaderName) -> bool {
     ) && !name.as_str().starts_with("x-disco-")
 }
 
-/// `uri`'s path and query under `base`: a copy of a URL parsed once, so no request parses a
-/// host again.
+/// `uri`'s path and query under `base`, as the `Uri` hyper sends: joined as text and read by
+/// http's parser (no IDNA, no normalisation: `uri` came in as a valid one).
 fn at(base: &Url, uri: &Uri) -> Result<Uri, axum::http::uri::InvalidUri> {
     let base = base.as_str().trim_end_matches('/');
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
