@@ -10,6 +10,12 @@
 //! which run; `THREADS` sets disco up's tokio worker threads (default 0: tokio's, one per
 //! core). Issue #18.
 //!
+//! `CALLGRIND=1` runs disco up under valgrind's callgrind and reports the instructions it ran
+//! per command instead of its CPU: a count that does not depend on what else the machine does,
+//! for comparing two builds (use `THREADS=1`, and a `COUNT` of a few hundred: it runs ~50x
+//! slower). The profile of the load alone is left in the temporary directory, for
+//! `callgrind_annotate`.
+//!
 //! All at once (`RATE=0`), discord.py sends the replies of all channels together, meets the
 //! global limit's 429s and gives a reply up after five of them; Disco's rest-proxy paces them.
 //!
@@ -43,6 +49,7 @@ fn main() {
     let bots = setting("BOTS", "disco,python".to_owned());
     // disco up's tokio worker threads (0: tokio's default, one per core).
     let threads = setting("THREADS", 0_usize);
+    let callgrind = setting("CALLGRIND", 0_u8) == 1;
     let Some(disco) = release_disco("bench-up") else {
         return;
     };
@@ -76,7 +83,19 @@ fn main() {
             }
             let (sim, control) = tests::simulate(world()).await;
             let admin = free_address();
-            let mut up = tokio::process::Command::new(&disco);
+            let profile = std::env::temp_dir().join("disco-up.callgrind");
+            let dumped = std::path::PathBuf::from(format!("{}.1", profile.display()));
+            let _ = std::fs::remove_file(&dumped);
+            let mut up = if callgrind {
+                let mut valgrind = tokio::process::Command::new("valgrind");
+                valgrind
+                    .arg("--tool=callgrind")
+                    .arg(format!("--callgrind-out-file={}", profile.display()))
+                    .arg(&disco);
+                valgrind
+            } else {
+                tokio::process::Command::new(&disco)
+            };
             up.arg("up")
                 .env_clear()
                 .env("DISCORD_TOKEN", &sim.world.token)
@@ -94,6 +113,37 @@ fn main() {
             }
             let mut up = up.spawn().unwrap();
             until_ready(admin).await;
+            if callgrind {
+                let pid = up.id().unwrap();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                callgrind_control("--zero", pid);
+                pings_answered(&sim, &control, count, rate).await;
+                callgrind_control("--dump", pid);
+                // The dump after the zeroing: the load alone (complete once it has its totals).
+                let mut dump = String::new();
+                for _ in 0..100 {
+                    dump = std::fs::read_to_string(&dumped).unwrap_or_default();
+                    if dump.contains("\ntotals: ") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let total: f64 = dump
+                    .lines()
+                    .find_map(|line| line.strip_prefix("summary: "))
+                    .expect("a callgrind dump has a summary")
+                    .trim()
+                    .parse()
+                    .unwrap();
+                println!(
+                    "  disco up: {:.0}k instructions per command (callgrind; profile in {})",
+                    total / count as f64 / 1e3,
+                    dumped.display()
+                );
+                up.start_kill().unwrap();
+                sim.stop().await.unwrap();
+                continue;
+            }
             let cost = load(up.id().unwrap(), &sim, &control, count, rate).await;
             report("disco up", &cost);
             // Each is an HTTP exchange between the worker and the proxy: what a command costs
@@ -163,6 +213,21 @@ async fn load(pid: u32, sim: &Simulator, control: &Control, count: usize, rate: 
         idle_ms_per_s: idle * 1e3,
         idle_rss_mib: idle_rss / 1024,
     }
+}
+
+/// Asks the callgrind run `pid` to `action` (`--zero`, `--dump`) and waits until it has.
+fn callgrind_control(action: &str, pid: u32) {
+    let status = std::process::Command::new("callgrind_control")
+        .arg(action)
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("callgrind_control runs (valgrind is installed)");
+    assert!(
+        status.success(),
+        "callgrind_control {action} {pid}: {status}"
+    );
 }
 
 fn report(who: &str, cost: &Cost) {
