@@ -85,8 +85,9 @@ fn main() {
             let admin = free_address();
             let profile = std::env::temp_dir().join("disco-up.callgrind");
             let dumped = std::path::PathBuf::from(format!("{}.1", profile.display()));
-            let _ = std::fs::remove_file(&dumped);
             let mut up = if callgrind {
+                // A dump left by an earlier run is not this run's.
+                let _ = std::fs::remove_file(&dumped);
                 let mut valgrind = tokio::process::Command::new("valgrind");
                 valgrind
                     .arg("--tool=callgrind")

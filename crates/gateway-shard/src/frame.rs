@@ -262,7 +262,8 @@ mod tests {
             assert_eq!(dispatch(text), super::two_passes(text), "{text}");
             match super::one_pass(text) {
                 Some(fields) => assert_eq!(fields.dispatch(), super::two_passes(text), "{text}"),
-                // Only frames that are not JSON objects, or have an escaped key.
+                // From the escaped key on: frames the pass leaves to the general reading (an
+                // escaped key, a duplicate field, frames that are not one JSON object).
                 None => assert!(i >= 7, "one pass could not read {text}"),
             }
         }
