@@ -7,14 +7,13 @@
 //! measured is what a command costs when it waits for Discord, and how many context switches
 //! (wake-ups, mostly) it takes. Also: idle CPU and resident memory. `ROUNDS` (default 2)
 //! alternates the two, each against a fresh simulator; `BOTS` (default `disco,python`) chooses
-//! which run; `THREADS` sets disco up's tokio worker threads (default 0: tokio's, one per
-//! core). Issue #18.
+//! which run; `THREADS` sets disco up's tokio worker threads (default 0: disco up's own
+//! default, one). Issue #18.
 //!
 //! `CALLGRIND=1` runs disco up under valgrind's callgrind and reports the instructions it ran
 //! per command instead of its CPU: a count that does not depend on what else the machine does,
-//! for comparing two builds (use `THREADS=1`, and a `COUNT` of a few hundred: it runs ~50x
-//! slower). The profile of the load alone is left in the temporary directory, for
-//! `callgrind_annotate`.
+//! for comparing two builds (use a `COUNT` of a few hundred: it runs ~50x slower). The
+//! profile of the load alone is left in the temporary directory, for `callgrind_annotate`.
 //!
 //! All at once (`RATE=0`), discord.py sends the replies of all channels together, meets the
 //! global limit's 429s and gives a reply up after five of them; Disco's rest-proxy paces them.
@@ -47,7 +46,7 @@ fn main() {
         setting("RATE", 40),
     );
     let bots = setting("BOTS", "disco,python".to_owned());
-    // disco up's tokio worker threads (0: tokio's default, one per core).
+    // disco up's tokio worker threads (0: its default, one).
     let threads = setting("THREADS", 0_usize);
     let callgrind = setting("CALLGRIND", 0_u8) == 1;
     let Some(disco) = release_disco("bench-up") else {

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -40,7 +41,7 @@ pub(crate) struct Admin {
 }
 
 impl Admin {
-    /// A registry with `disco_build_info{version, roles}`.
+    /// A registry with `disco_build_info{version, roles}` and `disco_runtime_workers`.
     pub(crate) fn new(roles: &str) -> Self {
         let mut registry = Registry::with_prefix("disco");
         registry.register(
@@ -50,6 +51,15 @@ impl Admin {
                 ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
                 ("roles".to_owned(), roles.to_owned()),
             ]),
+        );
+        let workers = Gauge::<i64>::default();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            workers.set(i64::try_from(runtime.metrics().num_workers()).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "runtime_workers",
+            "The async runtime's worker threads, which run every task of this process",
+            workers,
         );
         Self {
             registry,
@@ -177,6 +187,8 @@ mod tests {
             body.contains(r#"disco_build_info{version="0.1.0",roles="command-worker"} 1"#),
             "{body}"
         );
+        // `#[tokio::test]`'s current-thread runtime counts as one worker.
+        assert!(body.contains("\ndisco_runtime_workers 1\n"), "{body}");
         assert_eq!(get(address, "/nope").await.0, 404);
 
         shutdown.cancel();

@@ -75,6 +75,16 @@ fn bad_settings_stop_start_up_and_name_the_setting() {
             "invalid DISCO_LOG (--log)",
         ),
         (
+            vec!["up"],
+            [full.to_vec(), vec![("TOKIO_WORKER_THREADS", "0")]].concat(),
+            "invalid TOKIO_WORKER_THREADS: \"0\"",
+        ),
+        (
+            vec!["command-worker"],
+            [full.to_vec(), vec![("TOKIO_WORKER_THREADS", "two")]].concat(),
+            "invalid TOKIO_WORKER_THREADS: \"two\"",
+        ),
+        (
             vec!["conductor"],
             full.to_vec(),
             "unrecognized subcommand 'conductor'",

@@ -63,6 +63,11 @@ async fn sigterm_leaves_voice_calls_before_the_gateway_closes() {
     })
     .await
     .expect("the bot joins the call");
+    // `disco up` runs every role's tasks on one worker thread (songbird mixes on its own).
+    assert_eq!(
+        tests::metric(metrics, "disco_runtime_workers", &[]).await,
+        1.0
+    );
 
     let pid = disco.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
