@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use disco_proto::bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue};
+use serde::Serialize;
 use serde_json::Value;
 use twilight_http::error::ErrorType;
 use twilight_http::request::Request;
@@ -99,7 +100,7 @@ impl Discord {
         &self,
         route_name: &'static str,
         route: &Route<'_>,
-        body: &Value,
+        body: &impl Serialize,
         due: Due,
     ) -> Result<(), CallError> {
         let mut backoff = Duration::from_millis(250);
@@ -269,7 +270,7 @@ impl Discord {
     pub(crate) async fn create_message(
         &self,
         channel_id: u64,
-        body: &Value,
+        body: &impl Serialize,
         due: Due,
     ) -> Result<(), CallError> {
         self.call(
@@ -285,7 +286,7 @@ impl Discord {
         &self,
         id: u64,
         token: &str,
-        body: &Value,
+        body: &impl Serialize,
     ) -> Result<(), CallError> {
         let route = Route::InteractionCallback {
             interaction_id: id,
@@ -302,7 +303,7 @@ impl Discord {
         &self,
         id: u64,
         token: &str,
-        body: &Value,
+        body: &impl Serialize,
     ) -> Result<(), CallError> {
         let route = Route::UpdateInteractionOriginal {
             application_id: self.application_id,

@@ -268,7 +268,8 @@ async fn message(
         max_wait: Some(PARK_AFTER),
         returning: false,
     };
-    let body = reply.message(&message_id.to_string(), Some(message_id));
+    let nonce = message_id.to_string();
+    let body = reply.message(&nonce, Some(message_id));
     let sent = loop {
         match ctx.discord.create_message(channel_id, &body, due).await {
             // The channel's turn comes later: wait for it without the worker's capacity.
@@ -328,7 +329,9 @@ async fn interaction(
     if delivery.message.reply_to.is_some() {
         let (command, reply, result) = run(ctx, &name, parse, place, latency_ms).await;
         let answer = InteractionReply {
-            response: reply.interaction_response().to_string().into_bytes().into(),
+            response: serde_json::to_vec(&reply.interaction_response())
+                .expect("a reply's JSON has only string keys")
+                .into(),
             ..Default::default()
         };
         return match delivery.reply(Message::new(answer.encode_current())).await {
