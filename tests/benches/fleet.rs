@@ -225,7 +225,7 @@ fn main() {
         let warm = sim.world.guilds.len();
         if setting("WARM", 1) == 1 {
             for guild in &sim.world.guilds {
-                tests::say_many_in(&control, guild.channels[0].id, member, "~~ping", 1).await;
+                tests::pings_in(&control, guild.channels[0].id, member, 1).await;
             }
             let (sent, _) = until_sent_or_quiet(&control, warm, Duration::from_secs(10)).await;
             assert_eq!(sent.len(), warm, "every warm-up ping answered");
@@ -246,6 +246,7 @@ fn main() {
                         "author_id": member.to_string(),
                         "content": "~~ping",
                         "count": per_tick,
+                        "numbered": false,
                     }),
                 )
                 .await

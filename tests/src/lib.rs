@@ -493,6 +493,25 @@ pub async fn say_many_in(
     content: &str,
     count: usize,
 ) {
+    bulk(control, channel, member, content, count, true).await;
+}
+
+/// `count` `~~ping`s from `member` in `channel`, exactly as a member types the command.
+///
+/// # Panics
+/// When the simulator refuses.
+pub async fn pings_in(control: &Control, channel: u64, member: u64, count: usize) {
+    bulk(control, channel, member, "~~ping", count, false).await;
+}
+
+async fn bulk(
+    control: &Control,
+    channel: u64,
+    member: u64,
+    content: &str,
+    count: usize,
+    numbered: bool,
+) {
     control
         .post(
             "/messages/bulk",
@@ -501,6 +520,7 @@ pub async fn say_many_in(
                 "author_id": member.to_string(),
                 "content": content,
                 "count": count,
+                "numbered": numbered,
             }),
         )
         .await
@@ -508,7 +528,8 @@ pub async fn say_many_in(
 }
 
 /// `count` `~~ping`s from a member, round the first channel of every guild: `rate` a second,
-/// or all at once when `rate` is 0. Returns once the last is dispatched.
+/// or all at once when `rate` is 0. Returns once the last is dispatched. Exactly `~~ping`, as
+/// a member types it (`~~ping #7` is a usage error to Disco, a pong to discord.py).
 ///
 /// # Panics
 /// When the simulator refuses.
@@ -518,7 +539,7 @@ pub async fn pings(sim: &Simulator, control: &Control, count: usize, rate: u64) 
     if rate == 0 {
         for (n, channel) in channels.iter().enumerate() {
             let share = count / channels.len() + usize::from(n < count % channels.len());
-            say_many_in(control, *channel, member, "~~ping", share).await;
+            pings_in(control, *channel, member, share).await;
         }
         return;
     }
@@ -526,7 +547,7 @@ pub async fn pings(sim: &Simulator, control: &Control, count: usize, rate: u64) 
     let mut tick = tokio::time::interval(period);
     for n in 0..count {
         tick.tick().await;
-        say_many_in(control, channels[n % channels.len()], member, "~~ping", 1).await;
+        pings_in(control, channels[n % channels.len()], member, 1).await;
     }
 }
 
@@ -637,7 +658,7 @@ pub async fn messages_sent(control: &Control) -> Vec<Value> {
 /// from the first ping to the last reply.
 ///
 /// # Panics
-/// When the simulator refuses or does not answer.
+/// When the simulator refuses or does not answer, or a reply is not a pong.
 pub async fn pings_answered(sim: &Simulator, control: &Control, count: usize, rate: u64) -> f64 {
     let started = std::time::Instant::now();
     pings(sim, control, count, rate).await;
@@ -648,6 +669,16 @@ pub async fn pings_answered(sim: &Simulator, control: &Control, count: usize, ra
             count - sent.len()
         );
     }
+    let pongs = sent
+        .iter()
+        .filter(|m| m["content"].as_str().is_some_and(|c| c.starts_with("pong")))
+        .count();
+    assert_eq!(
+        pongs,
+        sent.len(),
+        "every reply is a pong: {:?}",
+        sent.first()
+    );
     last.duration_since(started).as_secs_f64()
 }
 

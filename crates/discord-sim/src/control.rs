@@ -180,6 +180,14 @@ struct Bulk {
     #[serde(flatten)]
     message: NewMessage,
     count: u32,
+    /// ` #n` appended to each (the default), so they can be told apart; `false`: the content
+    /// as given, as members type a command.
+    #[serde(default = "numbered")]
+    numbered: bool,
+}
+
+fn numbered() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,7 +232,7 @@ async fn noise(State(sim): State<Arc<Sim>>, axum::Json(noise): axum::Json<Noise>
     .into_response()
 }
 
-/// Many messages at once (benchmarks): `content` gets ` #n` appended.
+/// Many messages at once (benchmarks): `content` gets ` #n` appended unless `numbered` is false.
 async fn bulk_messages(
     State(sim): State<Arc<Sim>>,
     axum::Json(bulk): axum::Json<Bulk>,
@@ -233,7 +241,9 @@ async fn bulk_messages(
     let base = bulk.message.content.clone();
     let mut new = bulk.message;
     for n in 0..bulk.count {
-        new.content = format!("{base} #{n}");
+        if bulk.numbered {
+            new.content = format!("{base} #{n}");
+        }
         if let Err(problem) = member_message(&sim, &new) {
             return bad_request(problem);
         }
