@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use discord_sim::world::Limit;
 use discord_sim::{Simulator, World};
-use serde_json::json;
 use tests::measure::{
     broker_pid, context_switches, cpu_seconds, quantile, reply_latencies_ms, setting,
 };
@@ -238,19 +237,7 @@ fn main() {
         for n in 0..seconds * 100 {
             tick.tick().await;
             let channel = sim.world.guilds[n % sim.world.guilds.len()].channels[0].id;
-            control
-                .post(
-                    "/messages/bulk",
-                    &json!({
-                        "channel_id": channel.to_string(),
-                        "author_id": member.to_string(),
-                        "content": "~~ping",
-                        "count": per_tick,
-                        "numbered": false,
-                    }),
-                )
-                .await
-                .unwrap();
+            tests::pings_in(&control, channel, member, per_tick).await;
         }
         let (sent, _) = until_sent_or_quiet(
             &control,
