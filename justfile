@@ -86,5 +86,10 @@ bench-webhook:
     cargo build --locked --release --bin disco
     cargo bench --locked -p tests --bench webhook
 
+# The release `disco` built with profile-guided optimisation, trained on `disco up` answering
+# ~~ping (three release builds). `just release --no-default-features` for the production one.
+release *ARGS:
+    scripts/build-release {{ARGS}}
+
 # Every benchmark.
 bench: bench-sim bench-gateway bench-commands bench-ingress bench-voice bench-rest bench-up bench-fleet bench-webhook
