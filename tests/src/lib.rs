@@ -880,8 +880,22 @@ pub fn disco_command(
 }
 
 /// The release `disco` beside a benchmark's executable, or `None` (with a line saying how to
-/// build it) when it is not built: benchmarks measure the binary ops run.
+/// build it) when it is not built: benchmarks measure the binary ops run. `DISCO_BIN` names
+/// another, such as the PGO build of `scripts/build-release`.
+///
+/// # Panics
+/// When `DISCO_BIN` names no file: a benchmark of the wrong binary would mislead.
 pub fn release_disco(what: &str) -> Option<std::path::PathBuf> {
+    if let Some(named) = std::env::var_os("DISCO_BIN") {
+        let named = std::path::PathBuf::from(named);
+        assert!(
+            named.is_file(),
+            "DISCO_BIN={} is not a file",
+            named.display()
+        );
+        println!("{what}: {}", named.display());
+        return Some(named);
+    }
     let disco = std::env::current_exe()
         .ok()?
         .parent()?
