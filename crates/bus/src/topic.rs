@@ -7,9 +7,11 @@ pub(crate) fn matches(pattern: &str, key: &str) -> bool {
 }
 
 /// The first word of `words` and the words after it (`None`: there were no words left).
+/// A plain scan of the bytes: words are short, and `split_once('.')` set up a `memchr` search
+/// for each one (2k of the ~170k instructions a `~~ping` cost `disco up`).
 fn first(words: &str) -> (&str, Option<&str>) {
-    match words.split_once('.') {
-        Some((word, rest)) => (word, Some(rest)),
+    match words.bytes().position(|byte| byte == b'.') {
+        Some(dot) => (&words[..dot], Some(&words[dot + 1..])),
         None => (words, None),
     }
 }
