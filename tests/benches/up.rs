@@ -18,6 +18,10 @@
 //! All at once (`RATE=0`), discord.py sends the replies of all channels together, meets the
 //! global limit's 429s and gives a reply up after five of them; Disco's rest-proxy paces them.
 //!
+//! disco up is stopped with SIGTERM and must exit 0. With `LLVM_PROFILE_FILE` set, an
+//! instrumented `DISCO_BIN` writes its profile there: `scripts/build-release` trains its PGO
+//! build with `BOTS=disco ROUNDS=1` runs of this bench.
+//!
 //! `just bench-up`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -108,6 +112,11 @@ fn main() {
                 .env("DISCO_INGRESS_LISTEN", free_address().to_string())
                 .env("DISCO_LOG", "warn")
                 .kill_on_drop(true);
+            // A PGO training run (scripts/build-release): where the instrumented binary writes
+            // its profile, on a clean exit.
+            if let Some(profile) = std::env::var_os("LLVM_PROFILE_FILE") {
+                up.env("LLVM_PROFILE_FILE", profile);
+            }
             if threads > 0 {
                 up.env("TOKIO_WORKER_THREADS", threads.to_string());
             }
@@ -163,7 +172,7 @@ fn main() {
                 refused / total
             );
             ours.push(cost);
-            up.start_kill().unwrap();
+            stop(&mut up).await;
             sim.stop().await.unwrap();
 
             if !bots.contains("python") {
@@ -213,6 +222,22 @@ async fn load(pid: u32, sim: &Simulator, control: &Control, count: usize, rate: 
         idle_ms_per_s: idle * 1e3,
         idle_rss_mib: idle_rss / 1024,
     }
+}
+
+/// Stops `disco up` as ops do, with SIGTERM, and waits for it to exit 0 (it writes its PGO
+/// profile then, when it is an instrumented build).
+async fn stop(up: &mut tokio::process::Child) {
+    let pid = up.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+    let exited = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .expect("disco up stops within 30 s of SIGTERM")
+        .unwrap();
+    assert!(exited.success(), "disco up exits 0 on SIGTERM: {exited}");
 }
 
 /// Asks the callgrind run `pid` to `action` (`--zero`, `--dump`) and waits until it has.

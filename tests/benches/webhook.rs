@@ -4,7 +4,9 @@
 //! for the two cores), alternating in the same run. `CONNECTIONS` keep-alive connections
 //! (default 32) send signed `/ping` commands for `SECONDS` (default 10) to each; `ROUNDS`
 //! (default 2). Reports requests per second, latency, and CPU per request: Disco's processes
-//! and RabbitMQ's, against Flask's. The generator signs in this process, for both. Issue #18.
+//! and RabbitMQ's, against Flask's. The generator signs in this process, for both. Each of
+//! Disco's processes runs `THREADS` tokio worker threads (default 1, as the manifests' 1-CPU
+//! limit gives every role in Kubernetes; 0: one per core, as on a bare machine). Issue #18.
 //!
 //! `just bench-webhook`.
 
@@ -23,6 +25,12 @@ fn main() {
         setting("CONNECTIONS", 32),
         setting("ROUNDS", 2),
     );
+    let threads = setting("THREADS", 1_usize).to_string();
+    let threads: &[(&str, &str)] = if threads == "0" {
+        &[]
+    } else {
+        &[("TOKIO_WORKER_THREADS", &threads)]
+    };
     let Some(disco) = release_disco("bench-webhook") else {
         return;
     };
@@ -37,15 +45,19 @@ fn main() {
         // The worker's REST API (it registers its commands at start).
         let (sim, _control) = tests::simulate(World::default()).await;
         let vhost = Vhost::new("bench-webhook");
-        let (worker, _) = start_role(&disco, &["command-worker"], &[], &sim, &vhost).await;
+        let (worker, _) = start_role(&disco, &["command-worker"], threads, &sim, &vhost).await;
         let ingress_address = free_address().to_string();
         let (ingress, _) = start_role(
             &disco,
             &["interactions-ingress"],
             &[
-                ("DISCO_PUBLIC_KEY", &public_key),
-                ("DISCO_INGRESS_LISTEN", &ingress_address),
-            ],
+                threads,
+                &[
+                    ("DISCO_PUBLIC_KEY", &public_key),
+                    ("DISCO_INGRESS_LISTEN", &ingress_address),
+                ],
+            ]
+            .concat(),
             &sim,
             &vhost,
         )
