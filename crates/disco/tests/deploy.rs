@@ -247,6 +247,13 @@ const BREAKAGES: &[(&str, &str, &str, &str)] = &[
         "FROM debian:12.12-slim",
         "FROM debian:bookworm-slim",
     ),
+    // Without `-p disco`, `tests` turns disco's default features, the simulator, back on.
+    (
+        "images",
+        "Dockerfile",
+        " -p disco --bin disco",
+        " --bin disco",
+    ),
     (
         "crd",
         "base/command-worker.yaml",
