@@ -247,12 +247,12 @@ const BREAKAGES: &[(&str, &str, &str, &str)] = &[
         "FROM debian:12.12-slim",
         "FROM debian:bookworm-slim",
     ),
-    // Without `-p disco`, `tests` turns disco's default features, the simulator, back on.
+    // disco's default features: the simulator and `disco demo` in the production image.
     (
         "images",
         "Dockerfile",
-        " -p disco --bin disco",
-        " --bin disco",
+        "scripts/build-release --no-default-features",
+        "scripts/build-release",
     ),
     (
         "crd",
