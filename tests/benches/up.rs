@@ -227,16 +227,7 @@ async fn load(pid: u32, sim: &Simulator, control: &Control, count: usize, rate: 
 /// Stops `disco up` as ops do, with SIGTERM, and waits for it to exit 0 (it writes its PGO
 /// profile then, when it is an instrumented build).
 async fn stop(up: &mut tokio::process::Child) {
-    let pid = up.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -TERM {pid}: {sent}");
-    let exited = tokio::time::timeout(Duration::from_secs(30), up.wait())
-        .await
-        .expect("disco up stops within 30 s of SIGTERM")
-        .unwrap();
+    let exited = tests::stop_with(up, "-TERM", Duration::from_secs(30)).await;
     assert!(exited.success(), "disco up exits 0 on SIGTERM: {exited}");
 }
 

@@ -854,6 +854,28 @@ pub fn spawn_disco(
         .expect("disco starts")
 }
 
+/// Sends `signal` (`-TERM`, `-KILL`) to `child` with `kill`, as Kubernetes stops a pod, and
+/// returns its exit status once it has exited.
+///
+/// # Panics
+/// When the signal cannot be sent, or `child` is still running after `patience`.
+pub async fn stop_with(
+    child: &mut tokio::process::Child,
+    signal: &str,
+    patience: Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill {signal} {pid}: {sent}");
+    tokio::time::timeout(patience, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("exits within {patience:?} of kill {signal}"))
+        .expect("waits for the process")
+}
+
 /// The command [`spawn_disco`] runs, to add settings to before spawning it. Only `PATH` is
 /// kept from the environment (the voice node finds espeak-ng on it).
 pub fn disco_command(

@@ -139,18 +139,8 @@ mod chaos {
         /// would; returns once it is ready.
         async fn restart(&mut self, name: &'static str, signal: &str) {
             let process = self.processes.get_mut(name).unwrap();
-            let pid = process.child.id().unwrap().to_string();
-            assert!(
-                std::process::Command::new("kill")
-                    .args([signal, &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-            let exited = tokio::time::timeout(Duration::from_secs(30), process.child.wait())
-                .await
-                .expect("exits")
-                .unwrap();
+            let exited =
+                tests::stop_with(&mut process.child, signal, Duration::from_secs(30)).await;
             if signal == "-TERM" {
                 assert!(
                     exited.success(),

@@ -46,14 +46,7 @@ impl Gateway {
 
     /// SIGTERM, and the exit status once it has saved its sessions.
     async fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("exits in time")
-            .unwrap()
+        tests::stop_with(&mut self.child, "-TERM", PATIENCE).await
     }
 }
 

@@ -69,16 +69,7 @@ async fn sigterm_leaves_voice_calls_before_the_gateway_closes() {
         1.0
     );
 
-    let pid = disco.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), disco.wait())
-        .await
-        .expect("disco stops within 30 s")
-        .unwrap();
+    let status = tests::stop_with(&mut disco, "-TERM", Duration::from_secs(30)).await;
     assert!(status.success(), "disco up exits 0 on SIGTERM: {status}");
 
     // The guild's shard: it sent the leave (op 4 with no channel), then closed.
